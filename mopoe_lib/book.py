@@ -1,0 +1,118 @@
+"""Execute the book: every ``notebooks/NN_*.py`` chapter in order, in FAST or FULL mode.
+
+``python -m mopoe_lib.book --mode fast`` reads each py:percent chapter with jupytext, executes it with
+nbclient in a fresh kernel (``MOPOE_MODE`` set for the kernel), and writes the executed notebook to
+``build/book/<chapter>.ipynb``. It stops at the first failing cell with the chapter, the cell number and the
+error. The tests call :func:`execute_chapter` too, so CI runs exactly what the book runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .settings import MODE_ENV, MODES, repo_root
+
+#: Chapters are the notebooks named ``NN_name.py``; anything else in ``notebooks/`` is ignored.
+CHAPTER_GLOB = "[0-9][0-9]_*.py"
+
+
+class ChapterError(RuntimeError):
+    """A chapter failed to execute; the message names the chapter and the failing cell."""
+
+
+def notebooks_dir() -> Path:
+    root = repo_root()
+    if root is None:
+        raise FileNotFoundError("the book's notebooks live in a checkout of the project; run from there")
+    return root / "notebooks"
+
+
+def chapters(folder: Path | None = None) -> list[Path]:
+    """The chapter sources in reading order."""
+    return sorted((folder or notebooks_dir()).glob(CHAPTER_GLOB))
+
+
+@contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def execute_chapter(path: Path, mode: str = "fast", timeout: int = 1800):  # -> nbformat.NotebookNode
+    """Execute one chapter top to bottom in a fresh kernel and return the executed notebook.
+
+    The kernel runs in the chapter's folder with ``MOPOE_MODE=mode`` and the MPLBACKEND set for inline
+    figures. Raises :class:`ChapterError` at the first failing cell.
+    """
+    import jupytext
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    notebook = jupytext.read(path)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    with _env(MODE_ENV, mode), _env("MPLBACKEND", "module://matplotlib_inline.backend_inline"):
+        try:
+            client.execute()
+        except CellExecutionError as exc:
+            index = next((i for i, cell in enumerate(notebook.cells)
+                          if cell.cell_type == "code" and any(o.get("output_type") == "error"
+                                                              for o in cell.get("outputs", []))), None)
+            where = f"cell {index}" if index is not None else "a cell"
+            raise ChapterError(f"{path.name}: {where} failed in {mode.upper()} mode:\n{exc}") from exc
+    return notebook
+
+
+def build(mode: str = "fast", out_dir: Path | None = None, only: list[str] | None = None) -> list[Path]:
+    """Execute every chapter (or those whose name starts with an entry of ``only``) and save them."""
+    import nbformat
+
+    out_dir = out_dir or (notebooks_dir().parent / "build" / "book")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    selected = [p for p in chapters() if not only or any(p.name.startswith(o) for o in only)]
+    if not selected:
+        raise FileNotFoundError(f"no chapters matching {only or CHAPTER_GLOB} in {notebooks_dir()}")
+    written = []
+    for number, path in enumerate(selected, start=1):
+        print(f"[{number}/{len(selected)}] {path.name} ({mode.upper()}) ...", flush=True)
+        start = time.perf_counter()
+        notebook = execute_chapter(path, mode)
+        target = out_dir / path.with_suffix(".ipynb").name
+        nbformat.write(notebook, target)
+        written.append(target)
+        print(f"    done in {time.perf_counter() - start:.0f} s -> {target}", flush=True)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mopoe_lib.book", description=__doc__)
+    parser.add_argument("--mode", choices=MODES, default="fast")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default build/book)")
+    parser.add_argument("chapters", nargs="*", help="chapter prefixes to run, e.g. 00 02 (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        build(args.mode, args.out, args.chapters or None)
+    except ChapterError as exc:
+        print(f"\nThe book stopped: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Checksums, atomic writes and the errors a user can act on.
+
+Rules the whole data layer follows:
+
+- a file whose checksum does not match is never used, and nothing else is deleted because of it;
+- outputs are written into a temporary sibling and renamed into place, so an interrupted run never leaves a
+  half-written file or folder under its final name;
+- every "missing" error names the file and the command that creates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 22
+
+
+class DataError(RuntimeError):
+    """Base class for data problems the user has to fix (missing, corrupt or inconsistent files)."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A required file is absent. The message names the file and the command that creates it."""
+
+    def __init__(self, path: Path | str, command: str, what: str = "") -> None:
+        self.path = Path(path)
+        self.command = command
+        detail = f" ({what})" if what else ""
+        super().__init__(f"missing {self.path}{detail}. Create it with:\n    {command}")
+
+
+class ChecksumError(DataError):
+    """A file's sha256 differs from the expected one (corrupt, truncated or tampered)."""
+
+    def __init__(self, path: Path | str, expected: str, actual: str, command: str = "") -> None:
+        self.path = Path(path)
+        self.expected, self.actual = expected, actual
+        hint = f" Delete it and recreate it with:\n    {command}" if command else ""
+        super().__init__(
+            f"checksum mismatch for {self.path}: expected sha256 {expected}, got {actual}. "
+            f"The file is corrupt or truncated and was not used.{hint}"
+        )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def sha256_bytes(data: bytes | memoryview) -> str:
+    """Hex sha256 of an in-memory buffer."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path | str, expected: str, command: str = "") -> None:
+    """Raise :class:`MissingDataError` or :class:`ChecksumError` unless ``path`` has sha256 ``expected``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(path, command or "(no command known)")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ChecksumError(path, expected, actual, command)
+
+
+@contextmanager
+def atomic_dir(final: Path | str) -> Iterator[Path]:
+    """Yield a temporary folder next to ``final``; on success it replaces ``final`` in one rename.
+
+    On an exception the temporary folder is removed and ``final`` (if it existed) is left untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the folder the usual permissions
+        if final.exists():
+            backup = final.with_name(f".{final.name}.old-{os.getpid()}")
+            final.rename(backup)
+            tmp.rename(final)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    """Atomically write ``obj`` as indented, key-sorted JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path | str, command: str = "") -> Any:
+    """Read JSON, raising :class:`MissingDataError` (with ``command``) when the file is absent."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(path, command or "(no command known)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); recreate it with:\n    {command}") from exc

@@ -1,0 +1,5 @@
+"""Plotting helpers with one house style, shared by every chapter."""
+
+from .plots import image_grid, set_style, to_display
+
+__all__ = ["image_grid", "set_style", "to_display"]

@@ -1,0 +1,70 @@
+"""A few plotting helpers, used everywhere in the book (one look, no per-notebook styling)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+
+def set_style() -> None:
+    """The book's figure style: clean axes, readable fonts, a colour-blind-safe palette."""
+    plt.rcParams.update({
+        "figure.dpi": 100,
+        "savefig.dpi": 120,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "font.size": 10,
+        "axes.titlesize": 11,
+        "axes.prop_cycle": plt.cycler(color=plt.get_cmap("tab10").colors),
+    })
+
+
+def to_display(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """One image ``(C, H, W)`` (uint8 or float in [0, 1]) as an ``(H, W, C)`` or ``(H, W)`` array for imshow."""
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.dtype != np.uint8:
+        array = np.clip(array, 0.0, 1.0)
+    if array.ndim == 3:
+        array = array.transpose(1, 2, 0)
+        if array.shape[2] == 1:
+            array = array[:, :, 0]
+    return array
+
+
+def image_grid(
+    images: Sequence[Sequence[torch.Tensor | np.ndarray]],
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    cell_size: float = 0.9,
+    title: str | None = None,
+) -> Figure:
+    """A grid of images: ``images[r][c]`` is drawn in row ``r``, column ``c`` (e.g. modality x sample)."""
+    rows, cols = len(images), max(len(r) for r in images)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_size + 0.8, rows * cell_size + 0.3),
+                             squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images[r]):
+                array = to_display(images[r][c])
+                ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0,
+                          vmax=255 if array.dtype == np.uint8 else 1)
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=9)
+            if r == 0 and col_labels is not None:
+                ax.set_title(col_labels[c], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(pad=0.2)
+    return fig
