@@ -1,0 +1,177 @@
+"""MultimodalVAE: encode each modality, fuse a subset of experts, decode every modality.
+
+One class serves MVAE, MMVAE and MoPoE: they share the networks and differ only in the subsets the objective
+fuses (:mod:`mopoe_lib.objectives`) and in where the N(0, I) prior expert enters the products, which is a
+property of the model's posterior and therefore stored here (``prior_expert``):
+
+- ``"always"``: every product includes the prior expert (MVAE, Wu & Goodman 2018);
+- ``"full_set"``: only the product of all modalities does (the official MoPoE code);
+- ``"never"``: no product does (MMVAE's unimodal experts are used as they are).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .fusion import SubsetMixture, check_subsets, product_of_experts, reparameterize, subset_mask
+from .likelihoods import Likelihood
+
+PriorExpert = Literal["always", "full_set", "never"]
+PRIOR_EXPERT_CHOICES: tuple[str, ...] = ("always", "full_set", "never")
+
+
+def prior_expert_flags(subsets: Tensor, policy: str) -> Tensor:
+    """Per-subset bool ``(K,)``: does the product of subset k include the N(0, I) expert under ``policy``?"""
+    if policy == "always":
+        return torch.ones(subsets.shape[0], dtype=torch.bool, device=subsets.device)
+    if policy == "never":
+        return torch.zeros(subsets.shape[0], dtype=torch.bool, device=subsets.device)
+    if policy == "full_set":
+        return subsets.all(dim=1)
+    raise ValueError(f"unknown prior_expert policy {policy!r}; choose one of {', '.join(PRIOR_EXPERT_CHOICES)}")
+
+
+class MultimodalVAE(nn.Module):
+    """A multimodal VAE with one shared latent and per-modality encoders, decoders and likelihoods.
+
+    Args:
+        encoders: M modules, ``x_m (B, *shape_m) -> (mu, logvar)`` each ``(B, latent_dim)``.
+        decoders: M modules, ``z (N, latent_dim) -> params (N, *shape_m)``.
+        likelihoods: M :class:`~mopoe_lib.likelihoods.Likelihood` objects.
+        latent_dim: size of the shared latent.
+        names: modality names (default ``m0..``).
+        recon_weights: per-modality weights of the log-likelihoods (default 1).
+        prior_expert: where the prior expert enters products (see module docstring).
+    """
+
+    def __init__(
+        self,
+        encoders: Sequence[nn.Module],
+        decoders: Sequence[nn.Module],
+        likelihoods: Sequence[Likelihood],
+        latent_dim: int,
+        names: Sequence[str] | None = None,
+        recon_weights: Sequence[float] | None = None,
+        prior_expert: PriorExpert = "full_set",
+    ) -> None:
+        super().__init__()
+        count = len(encoders)
+        if count == 0 or len(decoders) != count or len(likelihoods) != count:
+            raise ValueError(f"need one encoder, decoder and likelihood per modality; got {len(encoders)}, "
+                             f"{len(decoders)} and {len(likelihoods)}")
+        prior_expert_flags(torch.ones(1, count, dtype=torch.bool), prior_expert)  # validates the policy
+        self.encoders = nn.ModuleList(encoders)
+        self.decoders = nn.ModuleList(decoders)
+        self.likelihoods = tuple(likelihoods)
+        self.latent_dim = latent_dim
+        self.names = tuple(names) if names is not None else tuple(f"m{m}" for m in range(count))
+        if len(self.names) != count:
+            raise ValueError(f"{len(self.names)} names for {count} modalities")
+        weights = torch.ones(count) if recon_weights is None else torch.as_tensor(recon_weights, dtype=torch.float)
+        if weights.shape != (count,):
+            raise ValueError(f"recon_weights needs {count} values, got {tuple(weights.shape)}")
+        self.register_buffer("recon_weights", weights, persistent=False)
+        self.prior_expert = prior_expert
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.encoders)
+
+    # ------------------------------------------------------------------------------------------ inference
+
+    def _check_inputs(self, x: Sequence[Tensor]) -> int:
+        if len(x) != self.num_modalities:
+            raise ValueError(f"expected {self.num_modalities} modalities {self.names}, got {len(x)} tensors")
+        batch = x[0].shape[0]
+        if any(t.shape[0] != batch for t in x):
+            raise ValueError(f"all modalities need the same batch size, got {[t.shape[0] for t in x]}")
+        return batch
+
+    def encode(self, x: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Unimodal posteriors of every modality, stacked modality first: ``(M, B, D)`` each."""
+        self._check_inputs(x)
+        outputs = [encoder(x_m) for encoder, x_m in zip(self.encoders, x, strict=True)]
+        mu = torch.stack([o[0] for o in outputs])
+        logvar = torch.stack([o[1] for o in outputs])
+        if mu.shape[-1] != self.latent_dim:
+            raise ValueError(f"encoders return latent size {mu.shape[-1]}, the model expects {self.latent_dim}")
+        return mu, logvar
+
+    def posterior(
+        self,
+        x: Sequence[Tensor],
+        subsets: Tensor,
+        available: Tensor | None = None,
+        experts: tuple[Tensor, Tensor] | None = None,
+    ) -> SubsetMixture:
+        """The mixture over ``subsets`` of the fused posteriors (pass ``experts`` to reuse an encoding)."""
+        mu, logvar = experts if experts is not None else self.encode(x)
+        subsets = check_subsets(subsets.to(mu.device), self.num_modalities)
+        return SubsetMixture.from_experts(mu, logvar, subsets, prior_expert_flags(subsets, self.prior_expert),
+                                          available)
+
+    def _subset(self, subset: Sequence[int | str] | Tensor) -> Tensor:
+        if isinstance(subset, Tensor):
+            mask = subset.reshape(1, -1).bool()
+            return check_subsets(mask, self.num_modalities)
+        members = [self.names.index(s) if isinstance(s, str) else int(s) for s in subset]
+        return subset_mask(members, self.num_modalities)
+
+    def infer(self, x: Sequence[Tensor], subset: Sequence[int | str] | Tensor) -> tuple[Tensor, Tensor]:
+        """The fused posterior ``(mu, logvar)``, each ``(B, D)``, of one subset (indices, names or a mask).
+
+        Modalities outside the subset are ignored: pass any placeholder tensor of the right shape for them.
+        """
+        mask = self._subset(subset)
+        mu, logvar = self.encode(x)
+        fused_mu, fused_logvar = product_of_experts(mu, logvar, mask.to(mu.device),
+                                                    prior_expert_flags(mask, self.prior_expert).to(mu.device))
+        return fused_mu[0], fused_logvar[0]
+
+    # ----------------------------------------------------------------------------------------- generation
+
+    def decode(self, z: Tensor, modalities: Sequence[int] | None = None) -> list[Tensor | None]:
+        """Decoder outputs for ``z (..., D)``: a list with ``(..., *shape_m)`` per modality (``None`` if skipped)."""
+        lead = z.shape[:-1]
+        flat = z.reshape(-1, z.shape[-1])
+        wanted = range(self.num_modalities) if modalities is None else modalities
+        out: list[Tensor | None] = [None] * self.num_modalities
+        for m in wanted:
+            params = self.decoders[m](flat)
+            out[m] = params.reshape(*lead, *params.shape[1:])
+        return out
+
+    def means(self, params: Sequence[Tensor | None]) -> list[Tensor | None]:
+        """The likelihoods' means of decoder outputs (what a generated sample looks like)."""
+        return [None if p is None else lik.mean(p) for lik, p in zip(self.likelihoods, params, strict=True)]
+
+    @torch.no_grad()
+    def generate(self, x: Sequence[Tensor], subset: Sequence[int | str] | Tensor,
+                 generator: torch.Generator | None = None, sample: bool = True) -> list[Tensor]:
+        """Conditional generation: infer z from ``subset`` of ``x`` and decode every modality (means).
+
+        ``sample=False`` decodes the posterior mean instead of a sample.
+        """
+        mu, logvar = self.infer(x, subset)
+        z = reparameterize(mu, logvar, generator) if sample else mu
+        return self.means(self.decode(z))  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def sample_prior(self, num_samples: int, generator: torch.Generator | None = None) -> list[Tensor]:
+        """Unconditional samples: z ~ N(0, I), decoded into every modality (means)."""
+        device = next(self.parameters()).device
+        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(device)
+        return self.means(self.decode(z))  # type: ignore[return-value]
+
+    def log_likelihoods(self, params: Sequence[Tensor | None], x: Sequence[Tensor]) -> Tensor:
+        """Weighted log p(x_m | z) per modality: ``(M, ..., B)``; modalities not decoded give zeros."""
+        rows = [None if p is None else self.recon_weights[m] * lik.log_prob(p, x_m)
+                for m, (lik, p, x_m) in enumerate(zip(self.likelihoods, params, x, strict=True))]
+        present = [r for r in rows if r is not None]
+        if not present:
+            raise ValueError("no modality was decoded")
+        return torch.stack([r if r is not None else torch.zeros_like(present[0]) for r in rows])

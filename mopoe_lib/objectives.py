@@ -1,0 +1,268 @@
+r"""One objective, three models: MVAE, MMVAE and MoPoE differ only in the subsets and the estimator.
+
+Every objective is a sum of *terms*. A term fuses the unimodal experts over a set of subsets P into the
+mixture :math:`q_P(z \mid X) = \frac{1}{|P|}\sum_{S \in P} \mathrm{PoE}_S` and evaluates a lower bound of the
+log-likelihood of the modalities R it reconstructs:
+
+- ``estimator="elbo"``: one stratified sample per row,
+  :math:`\sum_{m \in R} w_m \log p(x_m \mid z) - \beta\, \overline{\mathrm{KL}}` where
+  :math:`\overline{\mathrm{KL}} = \frac{1}{|P|}\sum_S \mathrm{KL}(\mathrm{PoE}_S \,\|\, p(z))` upper-bounds
+  the mixture's KL (so the result is still a lower bound);
+- ``estimator="iwae"`` / ``"dreg"``: the importance-weighted bound of Shi et al. (2019) with K samples from
+  *every* component (their "looser" bound):
+  :math:`\frac{1}{|P|}\sum_S \mathbb{E}\log\frac{1}{K}\sum_k
+  \frac{p(X \mid z_k)\,p(z_k)}{q_P(z_k \mid X)}`, :math:`z_k \sim \mathrm{PoE}_S`; ``dreg`` uses the
+  doubly-reparameterised gradient (Tucker et al., 2019) with the same value.
+
+====================  =====================================  ===========================================
+objective             terms                                  notes
+====================  =====================================  ===========================================
+``mopoe``             P = all 2^M - 1 subsets, R = all       Sutter et al. 2021; sampled subsets for big M
+``mmvae``             P = singletons, R = all                the MoE ELBO of the MoPoE paper's code
+``mmvae_iw``          P = singletons, R = all, DReG, K=30    Shi et al. 2019
+``mvae``              P = {all}, R = all; plus P = {{m}},    Wu & Goodman 2018; random subset terms and KL
+                      R = {m} for each m                     annealing optional
+====================  =====================================  ===========================================
+
+With ``beta = 1`` every term is a valid lower bound of the log-likelihood of its modalities. MVAE's sum of
+terms is not a bound of log p(X) (the paper's remark); its joint term is, and it is reported as ``elbo``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .data.dataset import Batch
+from .fusion import (
+    SAMPLING_STRATEGIES,
+    SamplingStrategy,
+    full_set,
+    powerset,
+    sample_subsets,
+    singletons,
+    standard_normal_log_prob,
+)
+from .model import MultimodalVAE
+
+Estimator = Literal["elbo", "iwae", "dreg"]
+ESTIMATORS: tuple[str, ...] = ("elbo", "iwae", "dreg")
+SubsetChoice = Literal["powerset", "singletons", "full"]
+SUBSET_CHOICES: tuple[str, ...] = ("powerset", "singletons", "full")
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """What an objective computes. Build named ones with :func:`make_objective`."""
+
+    name: str
+    subsets: SubsetChoice
+    beta: float = 1.0
+    estimator: Estimator = "elbo"
+    num_samples: int = 1
+    sampling: SamplingStrategy = "stratified"
+    max_subsets: int | None = 64
+    unimodal_terms: bool = False
+    random_subset_terms: int = 0
+    kl_anneal_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.subsets not in SUBSET_CHOICES:
+            raise ValueError(f"unknown subsets {self.subsets!r}; choose one of {', '.join(SUBSET_CHOICES)}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+        if self.sampling not in SAMPLING_STRATEGIES:
+            raise ValueError(f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLING_STRATEGIES)}")
+        if self.num_samples < 1 or (self.estimator == "elbo" and self.num_samples != 1):
+            raise ValueError(f"num_samples={self.num_samples}: the elbo estimator uses 1 sample, "
+                             "iwae/dreg need num_samples >= 1")
+        if self.beta < 0 or self.kl_anneal_steps < 0 or self.random_subset_terms < 0:
+            raise ValueError("beta, kl_anneal_steps and random_subset_terms must be non-negative")
+        if self.max_subsets is not None and self.max_subsets < 1:
+            raise ValueError(f"max_subsets must be positive or None, got {self.max_subsets}")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+#: The named objectives and the recommended prior-expert policy of their models.
+OBJECTIVES: dict[str, ObjectiveConfig] = {
+    "mopoe": ObjectiveConfig("mopoe", "powerset"),
+    "mmvae": ObjectiveConfig("mmvae", "singletons"),
+    "mmvae_iw": ObjectiveConfig("mmvae_iw", "singletons", estimator="dreg", num_samples=30),
+    "mvae": ObjectiveConfig("mvae", "full", unimodal_terms=True),
+}
+DEFAULT_PRIOR_EXPERT: dict[str, str] = {"mopoe": "full_set", "mmvae": "never", "mmvae_iw": "never",
+                                        "mvae": "always"}
+
+
+def make_objective(name: str, **overrides: object) -> Objective:
+    """A named objective (``mopoe``, ``mmvae``, ``mmvae_iw``, ``mvae``) with optional field overrides.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones) or invalid overrides.
+    """
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    unknown = set(overrides) - set(ObjectiveConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown objective options {sorted(unknown)}; valid: "
+                         f"{', '.join(ObjectiveConfig.__dataclass_fields__)}")
+    return Objective(replace(OBJECTIVES[name], **overrides))
+
+
+@dataclass(frozen=True)
+class Term:
+    """One bound: per-row value (B,), the differentiable surrogate (B,), log-likelihoods (M, B), KL (B,)."""
+
+    bound: Tensor
+    surrogate: Tensor
+    log_likelihood: Tensor
+    kl: Tensor
+
+
+@dataclass
+class LossOutput:
+    """What one call returns: ``loss`` to minimise, and detached diagnostics averaged over the batch."""
+
+    loss: Tensor
+    elbo: Tensor
+    recon: Tensor
+    kl: Tensor
+    beta: float
+    per_row: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+    def as_floats(self, names: Sequence[str]) -> dict[str, float]:
+        """Flat ``{name: value}`` for logging (``recon/<modality>`` per modality)."""
+        out = {"loss": float(self.loss), "elbo": float(self.elbo), "kl": float(self.kl), "beta": self.beta,
+               "recon": float(self.recon.sum())}
+        out.update({f"recon/{n}": float(v) for n, v in zip(names, self.recon, strict=True)})
+        return out
+
+
+class Objective:
+    """Callable objective: ``objective(model, batch, step=..., generator=...) -> LossOutput``."""
+
+    def __init__(self, config: ObjectiveConfig) -> None:
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"Objective({self.config})"
+
+    def beta_at(self, step: int) -> float:
+        """beta, linearly annealed from 0 over ``kl_anneal_steps`` steps when that is set (MVAE)."""
+        c = self.config
+        return c.beta if c.kl_anneal_steps == 0 else c.beta * min(1.0, step / c.kl_anneal_steps)
+
+    def subsets(self, num_modalities: int, generator: torch.Generator | None = None) -> Tensor:
+        """The subsets P of the main term; for a powerset larger than ``max_subsets``, a uniform sample."""
+        choice = self.config.subsets
+        if choice == "singletons":
+            return singletons(num_modalities)
+        if choice == "full":
+            return full_set(num_modalities)
+        limit = self.config.max_subsets
+        if limit is not None and 2**num_modalities - 1 > limit:
+            return sample_subsets(num_modalities, limit, generator)
+        return powerset(num_modalities)
+
+    def __call__(
+        self,
+        model: MultimodalVAE,
+        batch: Batch | Sequence[Tensor],
+        available: Tensor | None = None,
+        step: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> LossOutput:
+        if isinstance(batch, Batch):
+            x, available = batch.x, batch.available if available is None else available
+        else:
+            x = tuple(batch)
+        c = self.config
+        beta = self.beta_at(step)
+        num_modalities = model.num_modalities
+        device = x[0].device
+        experts = model.encode(x)  # shared by every term
+        main = self.term(model, x, available, experts, self.subsets(num_modalities, generator).to(device), None,
+                         beta, generator)
+        total = main.surrogate
+        terms = {"joint" if c.subsets == "full" else c.subsets: main.bound.detach().mean()}
+        extra: list[tuple[str, Tensor]] = []
+        if c.unimodal_terms:
+            unimodal = singletons(num_modalities)
+            extra += [(f"unimodal/{model.names[m]}", unimodal[m:m + 1]) for m in range(num_modalities)]
+        if c.random_subset_terms:
+            picks = sample_subsets(num_modalities, c.random_subset_terms, generator)
+            extra += [(f"random/{i}", picks[i:i + 1]) for i in range(c.random_subset_terms)]
+        for label, subset in extra:
+            members = torch.nonzero(subset[0]).flatten().tolist()
+            term = self.term(model, x, available, experts, subset.to(device), members, beta, generator)
+            total = total + term.surrogate
+            terms[label] = term.bound.detach().mean()
+        return LossOutput(
+            loss=-total.mean(),
+            elbo=main.bound.detach().mean(),
+            recon=main.log_likelihood.detach().mean(dim=1),
+            kl=main.kl.detach().mean(),
+            beta=beta,
+            per_row=main.bound.detach(),
+            terms=terms,
+        )
+
+    def term(
+        self,
+        model: MultimodalVAE,
+        x: Sequence[Tensor],
+        available: Tensor | None,
+        experts: tuple[Tensor, Tensor],
+        subsets: Tensor,
+        reconstruct: list[int] | None,
+        beta: float,
+        generator: torch.Generator | None,
+    ) -> Term:
+        """One bound over the mixture of ``subsets``, reconstructing ``reconstruct`` (all when ``None``)."""
+        mixture = model.posterior(x, subsets, available, experts)
+        # rows for which no subset has an available modality (e.g. an MVAE unimodal term for a missing
+        # modality) contribute nothing to this term
+        mask = None if available is None else available.to(experts[0].dtype) * (mixture.weights.sum(0) > 0)
+        if self.config.estimator == "elbo":
+            z, _ = mixture.sample(generator, self.config.sampling)
+            ll = model.log_likelihoods(model.decode(z, reconstruct), x)  # (M, B)
+            if mask is not None:
+                ll = ll * mask
+            kl = mixture.kl_upper_bound()
+            bound = ll.sum(dim=0) - beta * kl
+            return Term(bound, bound, ll, kl)
+        return self._importance_weighted(model, x, mixture, reconstruct, mask, beta, generator)
+
+    def _importance_weighted(self, model, x, mixture, reconstruct, mask, beta, generator) -> Term:
+        num = self.config.num_samples
+        dreg = self.config.estimator == "dreg"
+        zs = mixture.rsample_per_component(num, generator)  # (S, C, B, D)
+        ll = model.log_likelihoods(model.decode(zs, reconstruct), x)  # (M, S, C, B)
+        if mask is not None:
+            ll = ll * mask[:, None, None, :]
+        log_q = mixture.log_prob(zs, detach_params=dreg)  # (S, C, B)
+        log_w = ll.sum(dim=0) + beta * (standard_normal_log_prob(zs) - log_q)
+        valid = mixture.weights > 0
+
+        def average(per_component: Tensor) -> Tensor:  # (C, B) -> (B,), over each row's components
+            return (torch.where(valid, per_component, 0.0) * mixture.weights).sum(dim=0)
+
+        bound = average(torch.logsumexp(log_w, dim=0) - math.log(num))
+        if dreg:
+            with torch.no_grad():
+                w_tilde = torch.softmax(log_w, dim=0)
+            if zs.requires_grad:
+                zs.register_hook(lambda grad: w_tilde.unsqueeze(-1) * grad)
+            surrogate = average((w_tilde * log_w).sum(dim=0))
+        else:
+            surrogate = bound
+        per_modality = (ll.mean(dim=1) * mixture.weights).sum(dim=1)  # (M, B), averaged over samples
+        return Term(bound, surrogate, per_modality, mixture.kl_upper_bound())

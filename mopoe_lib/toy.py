@@ -1,0 +1,131 @@
+r"""An exact toy: the linear-Gaussian multimodal model, where everything is known in closed form.
+
+Generative model: :math:`z \sim N(0, I_D)` and, for each modality,
+:math:`x_m = W_m z + b_m + \sigma_m \epsilon_m`. We choose every :math:`W_m = Q_m \operatorname{diag}(s_m)`
+with orthonormal columns :math:`Q_m` (so :math:`W_m^\top W_m` is diagonal and every posterior is a
+*diagonal* Gaussian, the family our encoders produce). Then, for any subset S of modalities:
+
+- the marginal is :math:`X_S \sim N(b_S, W_S W_S^\top + \operatorname{diag}(\sigma_S^2))`, so
+  :math:`\log p(X_S)` is exact;
+- the posterior :math:`p(z \mid X_S)` has precision :math:`I + \sum_{m \in S} W_m^\top W_m / \sigma_m^2` and
+  mean :math:`\Lambda^{-1} \sum_{m\in S} W_m^\top (x_m - b_m)/\sigma_m^2`;
+- the *likelihood experts* :math:`\ell_m(z) \propto p(x_m \mid z)` are Gaussians in z with precision
+  :math:`W_m^\top W_m / \sigma_m^2`, and the product of the experts of S with the prior expert **is** the exact
+  posterior of S. An MVAE with these experts therefore has a zero ELBO gap.
+
+:meth:`LinearGaussianToy.model` builds a :class:`~mopoe_lib.model.MultimodalVAE` whose linear encoders output
+exactly these experts and whose decoders are the true ones, so every objective in the library can be checked
+against ``log_marginal``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .likelihoods import Gaussian
+from .model import MultimodalVAE
+from .networks.linear import LinearDecoder, LinearEncoder
+
+
+@dataclass(frozen=True)
+class LinearGaussianToy:
+    """The exact model. ``weights[m]`` is ``(d_m, D)``, ``biases[m]`` ``(d_m,)``, ``noise[m]`` the std."""
+
+    weights: tuple[Tensor, ...]
+    biases: tuple[Tensor, ...]
+    noise: tuple[float, ...]
+
+    @classmethod
+    def random(cls, num_modalities: int = 3, latent_dim: int = 2, obs_dim: int | Sequence[int] = 3,
+               noise: float | Sequence[float] = 0.5, seed: int = 0) -> LinearGaussianToy:
+        """A random instance; ``obs_dim >= latent_dim`` so that each expert has full rank."""
+        gen = torch.Generator().manual_seed(seed)
+        dims = [obs_dim] * num_modalities if isinstance(obs_dim, int) else list(obs_dim)
+        noises = [float(noise)] * num_modalities if isinstance(noise, (int, float)) else [float(n) for n in noise]
+        if any(d < latent_dim for d in dims):
+            raise ValueError(f"every obs_dim must be >= latent_dim={latent_dim} for full-rank experts, got {dims}")
+        weights, biases = [], []
+        for d in dims:
+            q, _ = torch.linalg.qr(torch.randn(d, latent_dim, generator=gen, dtype=torch.float64))
+            scales = 0.5 + 1.5 * torch.rand(latent_dim, generator=gen, dtype=torch.float64)
+            weights.append(q * scales)
+            biases.append(torch.randn(d, generator=gen, dtype=torch.float64))
+        return cls(tuple(weights), tuple(biases), tuple(noises))
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.weights)
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.weights[0].shape[1])
+
+    def _members(self, subset: Sequence[int] | None) -> list[int]:
+        return list(range(self.num_modalities)) if subset is None else list(subset)
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> tuple[Tensor, list[Tensor]]:
+        """``z (N, D)`` and the modalities ``[x_m (N, d_m)]`` in float64."""
+        z = torch.randn(num_samples, self.latent_dim, generator=generator, dtype=torch.float64)
+        xs = [z @ w.T + b + s * torch.randn(num_samples, w.shape[0], generator=generator, dtype=torch.float64)
+              for w, b, s in zip(self.weights, self.biases, self.noise, strict=True)]
+        return z, xs
+
+    def log_marginal(self, xs: Sequence[Tensor], subset: Sequence[int] | None = None) -> Tensor:
+        """Exact ``log p(X_S)`` per row ``(N,)`` (all modalities when ``subset`` is None)."""
+        members = self._members(subset)
+        w = torch.cat([self.weights[m] for m in members])
+        b = torch.cat([self.biases[m] for m in members])
+        var = torch.cat([torch.full((self.weights[m].shape[0],), self.noise[m] ** 2, dtype=torch.float64)
+                         for m in members])
+        cov = w @ w.T + torch.diag(var)
+        x = torch.cat([xs[m].double() for m in members], dim=1)
+        return torch.distributions.MultivariateNormal(b, covariance_matrix=cov).log_prob(x)
+
+    def expert_precisions(self) -> Tensor:
+        """``(M, D)`` diagonal precisions of the likelihood experts, ``diag(W^T W) / sigma^2``."""
+        return torch.stack([(w * w).sum(0) / s**2 for w, s in zip(self.weights, self.noise, strict=True)])
+
+    def experts(self, xs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Exact likelihood experts ``(mu, logvar)``, each ``(M, N, D)``."""
+        prec = self.expert_precisions()
+        mus = [((xs[m].double() - self.biases[m]) @ self.weights[m]) / (self.noise[m] ** 2) / prec[m]
+               for m in range(self.num_modalities)]
+        mu = torch.stack(mus)
+        return mu, (-prec.log())[:, None, :].expand_as(mu)
+
+    def posterior(self, xs: Sequence[Tensor], subset: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+        """Exact ``p(z | X_S)`` as ``(mu, logvar)``, each ``(N, D)``."""
+        members = self._members(subset)
+        prec = self.expert_precisions()
+        total = 1.0 + prec[members].sum(0)
+        num = sum(((xs[m].double() - self.biases[m]) @ self.weights[m]) / self.noise[m] ** 2 for m in members)
+        return num / total, (-total.log()).expand_as(num)
+
+    def model(self, prior_expert: str = "always", exact_encoders: bool = True,
+              dtype: torch.dtype = torch.float64) -> MultimodalVAE:
+        """A :class:`MultimodalVAE` with the true decoders and, if ``exact_encoders``, the exact experts.
+
+        With ``exact_encoders=False`` the encoders are randomly initialised (a model to train).
+        """
+        encoders, decoders = [], []
+        prec = self.expert_precisions()
+        for m, (w, b, s) in enumerate(zip(self.weights, self.biases, self.noise, strict=True)):
+            enc = LinearEncoder(w.shape[0], self.latent_dim)
+            dec = LinearDecoder(self.latent_dim, (w.shape[0],))
+            with torch.no_grad():
+                dec.linear.weight.copy_(w)
+                dec.linear.bias.copy_(b)
+                if exact_encoders:
+                    gain = w.T / (s**2) / prec[m][:, None]  # (D, d_m)
+                    enc.mu.weight.copy_(gain)
+                    enc.mu.bias.copy_(-gain @ b)
+                    enc.logvar_bias.copy_(-prec[m].log())
+            encoders.append(enc)
+            decoders.append(dec)
+        likelihoods = [Gaussian(scale=s) for s in self.noise]
+        return MultimodalVAE(encoders, decoders, likelihoods, self.latent_dim, prior_expert=prior_expert).to(dtype)
+

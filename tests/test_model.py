@@ -1,0 +1,68 @@
+"""MultimodalVAE with the PolyMNIST networks: shapes, inference from any subset, generation, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mopoe_lib.likelihoods import Laplace
+from mopoe_lib.model import MultimodalVAE
+from mopoe_lib.networks import PolyMNISTDecoder, PolyMNISTEncoder
+
+
+def _model(latent: int = 16, prior_expert: str = "full_set") -> MultimodalVAE:
+    torch.manual_seed(0)
+    return MultimodalVAE([PolyMNISTEncoder(latent, 64) for _ in range(5)], [PolyMNISTDecoder(latent) for _ in range(5)],
+                         [Laplace(0.75)] * 5, latent, names=[f"m{i}" for i in range(5)], prior_expert=prior_expert)
+
+
+def _x(batch: int = 3):
+    return [torch.rand(batch, 3, 28, 28) for _ in range(5)]
+
+
+def test_paper_network_shapes():
+    enc, dec = PolyMNISTEncoder(), PolyMNISTDecoder()
+    mu, logvar = enc(torch.rand(2, 3, 28, 28))
+    assert mu.shape == logvar.shape == (2, 512)
+    assert dec(mu).shape == (2, 3, 28, 28)
+    assert sum(p.numel() for p in enc.parameters()) == (
+        3 * 32 * 9 + 32 + 32 * 64 * 9 + 64 + 64 * 128 * 9 + 128 + 2048 * 512 + 512 + 2 * (512 * 512 + 512))
+
+
+def test_encode_infer_generate_sample():
+    model = _model()
+    x = _x()
+    mu, logvar = model.encode(x)
+    assert mu.shape == (5, 3, 16)
+    sub_mu, sub_lv = model.infer(x, ["m0", "m3"])
+    same_mu, _ = model.infer(x, [0, 3])
+    torch.testing.assert_close(sub_mu, same_mu)
+    # inference from a subset ignores the other modalities entirely
+    other = [t if i in (0, 3) else torch.zeros_like(t) for i, t in enumerate(x)]
+    torch.testing.assert_close(model.infer(other, [0, 3])[0], sub_mu)
+    generated = model.generate(x, [1], generator=torch.Generator().manual_seed(0))
+    assert len(generated) == 5 and all(g.shape == (3, 3, 28, 28) for g in generated)
+    samples = model.sample_prior(4, torch.Generator().manual_seed(0))
+    assert all(s.shape == (4, 3, 28, 28) for s in samples)
+
+
+def test_decode_keeps_leading_sample_dimensions():
+    model = _model()
+    out = model.decode(torch.randn(7, 2, 3, 16), modalities=[2])
+    assert out[2].shape == (7, 2, 3, 3, 28, 28) and out[0] is None
+
+
+def test_clear_errors():
+    model = _model()
+    with pytest.raises(ValueError, match="expected 5 modalities"):
+        model.encode(_x()[:4])
+    with pytest.raises(ValueError, match="same batch size"):
+        model.encode(_x()[:4] + [torch.rand(2, 3, 28, 28)])
+    with pytest.raises(ValueError, match="out of range"):
+        model.infer(_x(), [7])
+    with pytest.raises(ValueError, match="at least one"):
+        model.infer(_x(), [])
+    with pytest.raises(ValueError, match="always, full_set, never"):
+        _model(prior_expert="sometimes")
+    with pytest.raises(ValueError, match="one encoder, decoder and likelihood"):
+        MultimodalVAE([PolyMNISTEncoder(4)], [], [], 4)

@@ -1,0 +1,163 @@
+"""Objectives on the exact linear-Gaussian toy, and the one-code-path property of the three models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mopoe_lib.fusion import full_set, kl_to_standard_normal, product_of_experts
+from mopoe_lib.likelihoods import Laplace
+from mopoe_lib.model import MultimodalVAE
+from mopoe_lib.networks import LinearDecoder, LinearEncoder
+from mopoe_lib.objectives import DEFAULT_PRIOR_EXPERT, OBJECTIVES, make_objective
+from mopoe_lib.toy import LinearGaussianToy
+
+POINTS, REPEATS = 4, 20_000
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return LinearGaussianToy.random(num_modalities=3, latent_dim=2, obs_dim=3, noise=0.5, seed=1)
+
+
+@pytest.fixture(scope="module")
+def data(toy):
+    _, xs = toy.sample(POINTS, torch.Generator().manual_seed(0))
+    return xs, toy.log_marginal(xs)
+
+
+def _estimate(objective, model, xs, repeats=REPEATS, seed=0):
+    """Monte-Carlo mean and standard error of the per-row bound for each data point."""
+    tiled = [x.repeat_interleave(repeats, 0) for x in xs]
+    with torch.no_grad():
+        out = objective(model, tiled, generator=torch.Generator().manual_seed(seed))
+    rows = out.per_row.view(len(xs[0]), repeats)
+    return rows.mean(1), rows.std(1) / math.sqrt(repeats)
+
+
+@pytest.mark.parametrize("name", ["mvae", "mmvae", "mopoe"])
+@pytest.mark.parametrize("exact_encoders", [True, False])
+def test_every_objective_is_a_lower_bound(toy, data, name, exact_encoders):
+    xs, log_px = data
+    torch.manual_seed(3)
+    model = toy.model(DEFAULT_PRIOR_EXPERT[name], exact_encoders=exact_encoders)
+    mean, stderr = _estimate(make_objective(name, beta=1.0), model, xs)
+    assert (mean <= log_px + 4 * stderr).all(), (mean, log_px)
+
+
+def test_gap_closes_for_the_poe_at_the_true_posterior(toy, data):
+    xs, log_px = data
+    mean, stderr = _estimate(make_objective("mvae"), toy.model("always"), xs)
+    assert ((mean - log_px).abs() < 4 * stderr + 1e-3).all(), (mean, log_px)
+    # and every subset's PoE is that subset's exact posterior
+    mu, logvar = toy.experts(xs)
+    for subset in ([0], [1, 2], [0, 1, 2]):
+        mask = torch.zeros(1, 3, dtype=torch.bool)
+        mask[0, subset] = True
+        fused_mu, fused_lv = product_of_experts(mu, logvar, mask, prior_expert=True)
+        true_mu, true_lv = toy.posterior(xs, subset)
+        torch.testing.assert_close(fused_mu[0], true_mu)
+        torch.testing.assert_close(fused_lv[0], true_lv)
+
+
+def test_mixtures_leave_a_gap_even_with_exact_experts(toy, data):
+    xs, log_px = data
+    for name in ("mmvae", "mopoe"):
+        mean, stderr = _estimate(make_objective(name), toy.model(DEFAULT_PRIOR_EXPERT[name]), xs)
+        assert (mean < log_px - 0.1).all()
+
+
+def test_importance_weighted_bounds_tighten_with_k(toy, data):
+    xs, log_px = data
+    model = toy.model("never")
+    elbo, _ = _estimate(make_objective("mmvae"), model, xs, repeats=4000)
+    previous = elbo
+    for k in (1, 5, 50):
+        bound, stderr = _estimate(make_objective("mmvae_iw", num_samples=k, estimator="iwae"), model, xs, repeats=2000)
+        assert (bound >= previous - 4 * stderr - 0.02).all()  # K=1 is the mixture's own ELBO, above the KL bound
+        assert (bound <= log_px + 4 * stderr).all()
+        previous = bound
+    assert ((log_px - previous) < 0.15 * (log_px - elbo)).all()  # K=50 closes most of the gap
+
+
+def test_dreg_has_the_iwae_value_and_decoder_gradient_but_a_different_encoder_gradient(toy, data):
+    xs, _ = data
+    grads = {}
+    for estimator in ("iwae", "dreg"):
+        torch.manual_seed(0)
+        model = toy.model("never", exact_encoders=False)
+        out = make_objective("mmvae_iw", num_samples=8, estimator=estimator)(
+            model, xs, generator=torch.Generator().manual_seed(5))
+        out.loss.backward()
+        grads[estimator] = (out.elbo, model.decoders[0].linear.weight.grad.clone(),
+                            model.encoders[0].mu.weight.grad.clone())
+    assert torch.equal(grads["iwae"][0], grads["dreg"][0])
+    torch.testing.assert_close(grads["iwae"][1], grads["dreg"][1])
+    assert not torch.allclose(grads["iwae"][2], grads["dreg"][2])
+
+
+def test_mvae_and_mmvae_are_the_mopoe_code_path_with_other_subsets(toy, data):
+    xs, _ = data
+    model = toy.model("always", exact_encoders=False)
+
+    def run(objective):
+        return objective(model, xs, generator=torch.Generator().manual_seed(9))
+
+    joint = run(make_objective("mvae"))
+    as_mopoe = run(make_objective("mopoe", subsets="full"))
+    assert torch.equal(joint.terms["joint"], as_mopoe.elbo) and torch.equal(joint.per_row, as_mopoe.per_row)
+    assert torch.equal(run(make_objective("mmvae")).loss, run(make_objective("mopoe", subsets="singletons")).loss)
+    # the KL reported for the single full-set "mixture" is the analytic KL of the PoE
+    mu, logvar = model.encode(xs)
+    fused_mu, fused_lv = product_of_experts(mu, logvar, full_set(3), prior_expert=True)
+    torch.testing.assert_close(joint.kl, kl_to_standard_normal(fused_mu[0], fused_lv[0]).mean())
+
+
+def test_missing_modalities_do_not_contribute(toy, data):
+    xs, _ = data
+    model = toy.model("full_set", exact_encoders=False)
+    available = torch.ones(3, POINTS, dtype=torch.bool)
+    available[1, :2] = False
+    changed = [x.clone() for x in xs]
+    changed[1][:2] += 100.0
+    for name in ("mopoe", "mmvae", "mvae"):
+        objective = make_objective(name)
+        a = objective(model, xs, available, generator=torch.Generator().manual_seed(0))
+        b = objective(model, changed, available, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(a.loss, b.loss)
+
+
+def test_many_modalities_use_sampled_subsets():
+    latent, num_modalities = 3, 12
+    model = MultimodalVAE([LinearEncoder(4, latent) for _ in range(num_modalities)],
+                          [LinearDecoder(latent, (4,)) for _ in range(num_modalities)],
+                          [Laplace(0.75)] * num_modalities, latent)
+    objective = make_objective("mopoe", max_subsets=32)
+    subsets = objective.subsets(num_modalities, torch.Generator().manual_seed(0))
+    assert subsets.shape == (32, num_modalities)
+    out = objective(model, [torch.rand(16, 4) for _ in range(num_modalities)], generator=torch.Generator())
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+
+
+def test_kl_annealing_and_mvae_extra_terms():
+    objective = make_objective("mvae", kl_anneal_steps=100, beta=2.0, random_subset_terms=2)
+    assert objective.beta_at(0) == 0.0 and objective.beta_at(50) == 1.0 and objective.beta_at(500) == 2.0
+    toy = LinearGaussianToy.random(seed=0)
+    _, xs = toy.sample(8)
+    out = objective(toy.model("always"), xs, step=50, generator=torch.Generator().manual_seed(0))
+    assert set(out.terms) == {"joint", "unimodal/m0", "unimodal/m1", "unimodal/m2", "random/0", "random/1"}
+    assert out.beta == 1.0
+
+
+def test_configuration_errors_list_the_choices():
+    with pytest.raises(ValueError, match=", ".join(OBJECTIVES)):
+        make_objective("jmvae")
+    with pytest.raises(ValueError, match="unknown objective options"):
+        make_objective("mopoe", betta=2)
+    with pytest.raises(ValueError, match="elbo, iwae, dreg"):
+        make_objective("mopoe", estimator="vimco")
+    with pytest.raises(ValueError, match="stratified, random, paper"):
+        make_objective("mopoe", sampling="greedy")
