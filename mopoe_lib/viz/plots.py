@@ -14,6 +14,7 @@ def set_style() -> None:
     """The book's figure style: clean axes, readable fonts, a colour-blind-safe palette."""
     plt.rcParams.update({
         "figure.dpi": 100,
+        "figure.autolayout": True,
         "savefig.dpi": 120,
         "axes.spines.top": False,
         "axes.spines.right": False,
