@@ -59,7 +59,7 @@ def execute_chapter(path: Path, mode: str = "fast", timeout: int = 1800):  # -> 
     """
     import jupytext
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -76,6 +76,9 @@ def execute_chapter(path: Path, mode: str = "fast", timeout: int = 1800):  # -> 
                                                               for o in cell.get("outputs", []))), None)
             where = f"cell {index}" if index is not None else "a cell"
             raise ChapterError(f"{path.name}: {where} failed in {mode.upper()} mode:\n{exc}") from exc
+        except (CellTimeoutError, DeadKernelError) as exc:
+            raise ChapterError(f"{path.name}: a cell timed out after {timeout} s or the kernel died in "
+                               f"{mode.upper()} mode: {exc}") from exc
     return notebook
 
 

@@ -160,7 +160,7 @@ def product_of_experts(
     _check_experts(mu, logvar)
     num_modalities, batch, dim = mu.shape
     subsets = check_subsets(subsets, num_modalities)
-    out_dtype = mu.dtype
+    out_dtype = torch.promote_types(mu.dtype, torch.float32)  # never fuse into bf16/fp16
     work = torch.float64
     log_prec = -logvar.to(work)  # (M, B, D)
     if available is not None:
@@ -204,17 +204,32 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + z.pow(2)).sum(dim=-1)
 
 
+#: ``(rank, world_size)``: this process holds rows ``rank*B .. (rank+1)*B`` of a global batch of ``world_size*B``.
+Shard = tuple[int, int]
+
+
 def randn_like(like: Tensor, shape: tuple[int, ...] | torch.Size | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
-    """Standard normal noise with ``like``'s dtype and device, drawn from ``generator`` (CPU or same device)."""
-    shape = like.shape if shape is None else shape
+               generator: torch.Generator | None = None, shard: Shard | None = None, batch_dim: int = -2) -> Tensor:
+    """Standard normal noise with ``like``'s dtype and device, drawn from ``generator`` (CPU or same device).
+
+    With ``shard``, the noise of the whole global batch is drawn and this process's rows are returned, so a
+    data-parallel run consumes exactly the random numbers of a single-process run with the same global batch.
+    """
+    shape = list(like.shape if shape is None else shape)
     where = like.device if generator is None else generator.device
-    return torch.randn(shape, generator=generator, device=where, dtype=like.dtype).to(like.device)
+    if shard is None:
+        return torch.randn(shape, generator=generator, device=where, dtype=like.dtype).to(like.device)
+    rank, world = shard
+    local = shape[batch_dim]
+    shape[batch_dim] = local * world
+    noise = torch.randn(shape, generator=generator, device=where, dtype=like.dtype)
+    return noise.narrow(batch_dim % len(shape), rank * local, local).to(like.device)
 
 
-def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """z = mu + sigma * eps with eps ~ N(0, I) (the reparameterisation trick)."""
-    return mu + torch.exp(0.5 * logvar) * randn_like(mu, generator=generator)
+def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None,
+                   shard: Shard | None = None) -> Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I) (the reparameterisation trick); ``mu`` is ``(B, D)``."""
+    return mu + torch.exp(0.5 * logvar) * randn_like(mu, generator=generator, shard=shard)
 
 
 # ----------------------------------------------------------------------------------------------- mixtures
@@ -243,7 +258,7 @@ def _distinct_valid(subsets: Tensor, available: Tensor | None, batch: int) -> Te
 
 
 def stratified_assignment(weights: Tensor, generator: torch.Generator | None = None,
-                          strategy: SamplingStrategy = "stratified") -> Tensor:
+                          strategy: SamplingStrategy = "stratified", shard: Shard | None = None) -> Tensor:
     """Choose one mixture component per row: ``(B,)`` indices into the K components.
 
     - ``"stratified"``: the batch is split into K equal strata (sizes differ by at most one), which strata get
@@ -255,24 +270,29 @@ def stratified_assignment(weights: Tensor, generator: torch.Generator | None = N
 
     Rows whose weights are not uniform over all K components (missing modalities) are drawn from their own
     weights in every strategy. Random draws happen on the CPU (pass a CPU generator) and move to the weights'
-    device.
+    device. With ``shard`` the balanced assignment is made for the global batch and this process's rows are
+    returned (rows with missing modalities are then drawn locally).
     """
     if strategy not in SAMPLING_STRATEGIES:
         raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {', '.join(SAMPLING_STRATEGIES)}")
-    num_components, batch = weights.shape
+    num_components, local = weights.shape
+    rank, world = shard or (0, 1)
+    batch = local * world
     device = weights.device
     # rows without any valid component (possible only with missing modalities) draw uniformly; the
     # objective gives them zero weight
     probs = torch.where(weights.sum(0, keepdim=True) > 0, weights, 1.0).T.float().cpu()
     if strategy == "random":
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(device)
+        if shard is not None:
+            probs = probs.repeat(world, 1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)[rank * local:(rank + 1) * local].to(device)
     if strategy == "paper":
         size = batch // num_components
         chosen = torch.clamp(torch.arange(batch) // max(size, 1), max=num_components - 1)
     else:
         relabel = torch.randperm(num_components, generator=generator)
         chosen = relabel[torch.arange(batch) % num_components][torch.randperm(batch, generator=generator)]
-    chosen = chosen.to(device)
+    chosen = chosen[rank * local:(rank + 1) * local].to(device)
     full = (weights > 0).all(dim=0)
     if not bool(full.all()):
         drawn = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(device)
@@ -327,16 +347,17 @@ class SubsetMixture:
         rows = torch.arange(self.mu.shape[1], device=self.mu.device)
         return self.mu[index, rows], self.logvar[index, rows]
 
-    def sample(self, generator: torch.Generator | None = None,
-               strategy: SamplingStrategy = "stratified") -> tuple[Tensor, Tensor]:
+    def sample(self, generator: torch.Generator | None = None, strategy: SamplingStrategy = "stratified",
+               shard: Shard | None = None) -> tuple[Tensor, Tensor]:
         """One reparameterised z per row: returns ``z (B, D)`` and the chosen component ``(B,)``."""
-        index = stratified_assignment(self.weights, generator, strategy)
+        index = stratified_assignment(self.weights, generator, strategy, shard)
         mu, logvar = self.component(index)
-        return reparameterize(mu, logvar, generator), index
+        return reparameterize(mu, logvar, generator, shard), index
 
-    def rsample_per_component(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+    def rsample_per_component(self, num_samples: int, generator: torch.Generator | None = None,
+                              shard: Shard | None = None) -> Tensor:
         """``num_samples`` reparameterised draws from *every* component: ``(S, K, B, D)``."""
-        eps = randn_like(self.mu, (num_samples, *self.mu.shape), generator)
+        eps = randn_like(self.mu, (num_samples, *self.mu.shape), generator, shard)
         return self.mu + torch.exp(0.5 * self.logvar) * eps
 
     def log_prob(self, z: Tensor, detach_params: bool = False) -> Tensor:

@@ -35,12 +35,42 @@ def prior_expert_flags(subsets: Tensor, policy: str) -> Tensor:
     raise ValueError(f"unknown prior_expert policy {policy!r}; choose one of {', '.join(PRIOR_EXPERT_CHOICES)}")
 
 
+class PerModalityEncoders(nn.ModuleList):
+    """M separate encoders behind the stacked interface: ``xs -> (mu, logvar)``, each ``(M, B, D)``."""
+
+    stacked = True
+
+    def forward(self, xs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        outputs = [encoder(x_m) for encoder, x_m in zip(self, xs, strict=True)]
+        return torch.stack([o[0] for o in outputs]), torch.stack([o[1] for o in outputs])
+
+
+class PerModalityDecoders(nn.ModuleList):
+    """M separate decoders behind the stacked interface: ``z (N, D), modalities -> list of M outputs``."""
+
+    stacked = True
+
+    def forward(self, z: Tensor, modalities: Sequence[int] | None = None) -> list[Tensor | None]:
+        wanted = range(len(self)) if modalities is None else modalities
+        out: list[Tensor | None] = [None] * len(self)
+        for m in wanted:
+            out[m] = self[m](z)
+        return out
+
+
+def _count(networks: nn.Module | Sequence[nn.Module]) -> int:
+    return int(networks.num_modalities) if isinstance(networks, nn.Module) else len(networks)
+
+
 class MultimodalVAE(nn.Module):
     """A multimodal VAE with one shared latent and per-modality encoders, decoders and likelihoods.
 
     Args:
-        encoders: M modules, ``x_m (B, *shape_m) -> (mu, logvar)`` each ``(B, latent_dim)``.
-        decoders: M modules, ``z (N, latent_dim) -> params (N, *shape_m)``.
+        encoders: M modules, ``x_m (B, *shape_m) -> (mu, logvar)`` each ``(B, latent_dim)``; or one module with
+            ``stacked = True`` and ``num_modalities`` mapping the M inputs to ``(mu, logvar)`` of shape ``(M, B, D)``
+            (e.g. :class:`~mopoe_lib.networks.GroupedConvEncoder`).
+        decoders: M modules, ``z (N, latent_dim) -> params (N, *shape_m)``; or one stacked module
+            ``(z, modalities) -> list of M outputs`` (e.g. :class:`~mopoe_lib.networks.GroupedConvDecoder`).
         likelihoods: M :class:`~mopoe_lib.likelihoods.Likelihood` objects.
         latent_dim: size of the shared latent.
         names: modality names (default ``m0..``).
@@ -50,8 +80,8 @@ class MultimodalVAE(nn.Module):
 
     def __init__(
         self,
-        encoders: Sequence[nn.Module],
-        decoders: Sequence[nn.Module],
+        encoders: nn.Module | Sequence[nn.Module],
+        decoders: nn.Module | Sequence[nn.Module],
         likelihoods: Sequence[Likelihood],
         latent_dim: int,
         names: Sequence[str] | None = None,
@@ -59,13 +89,16 @@ class MultimodalVAE(nn.Module):
         prior_expert: PriorExpert = "full_set",
     ) -> None:
         super().__init__()
-        count = len(encoders)
-        if count == 0 or len(decoders) != count or len(likelihoods) != count:
-            raise ValueError(f"need one encoder, decoder and likelihood per modality; got {len(encoders)}, "
-                             f"{len(decoders)} and {len(likelihoods)}")
+        count = _count(encoders)
+        if count == 0 or _count(decoders) != count or len(likelihoods) != count:
+            raise ValueError(f"need one encoder, decoder and likelihood per modality; got {_count(encoders)}, "
+                             f"{_count(decoders)} and {len(likelihoods)}")
         prior_expert_flags(torch.ones(1, count, dtype=torch.bool), prior_expert)  # validates the policy
-        self.encoders = nn.ModuleList(encoders)
-        self.decoders = nn.ModuleList(decoders)
+        stacked = isinstance(encoders, nn.Module) and getattr(encoders, "stacked", False)
+        self.encoders = encoders if stacked else PerModalityEncoders(encoders)
+        stacked = isinstance(decoders, nn.Module) and getattr(decoders, "stacked", False)
+        self.decoders = decoders if stacked else PerModalityDecoders(decoders)
+        self._count = count
         self.likelihoods = tuple(likelihoods)
         self.latent_dim = latent_dim
         self.names = tuple(names) if names is not None else tuple(f"m{m}" for m in range(count))
@@ -79,7 +112,11 @@ class MultimodalVAE(nn.Module):
 
     @property
     def num_modalities(self) -> int:
-        return len(self.encoders)
+        return self._count
+
+    def forward(self, batch, objective, **kwargs):  # -> LossOutput
+        """``objective(self, batch, **kwargs)``: lets DistributedDataParallel wrap a training step."""
+        return objective(self, batch, **kwargs)
 
     # ------------------------------------------------------------------------------------------ inference
 
@@ -92,11 +129,15 @@ class MultimodalVAE(nn.Module):
         return batch
 
     def encode(self, x: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """Unimodal posteriors of every modality, stacked modality first: ``(M, B, D)`` each."""
+        """Unimodal posteriors of every modality, stacked modality first: ``(M, B, D)`` each.
+
+        Under mixed-precision autocast the networks run in low precision, but the returned parameters are
+        at least float32, so fusion and KL terms are computed accurately.
+        """
         self._check_inputs(x)
-        outputs = [encoder(x_m) for encoder, x_m in zip(self.encoders, x, strict=True)]
-        mu = torch.stack([o[0] for o in outputs])
-        logvar = torch.stack([o[1] for o in outputs])
+        mu, logvar = self.encoders(x)
+        if mu.dtype in (torch.float16, torch.bfloat16):
+            mu, logvar = mu.float(), logvar.float()
         if mu.shape[-1] != self.latent_dim:
             raise ValueError(f"encoders return latent size {mu.shape[-1]}, the model expects {self.latent_dim}")
         return mu, logvar
@@ -137,13 +178,8 @@ class MultimodalVAE(nn.Module):
     def decode(self, z: Tensor, modalities: Sequence[int] | None = None) -> list[Tensor | None]:
         """Decoder outputs for ``z (..., D)``: a list with ``(..., *shape_m)`` per modality (``None`` if skipped)."""
         lead = z.shape[:-1]
-        flat = z.reshape(-1, z.shape[-1])
-        wanted = range(self.num_modalities) if modalities is None else modalities
-        out: list[Tensor | None] = [None] * self.num_modalities
-        for m in wanted:
-            params = self.decoders[m](flat)
-            out[m] = params.reshape(*lead, *params.shape[1:])
-        return out
+        outputs = self.decoders(z.reshape(-1, z.shape[-1]), modalities)
+        return [None if p is None else p.reshape(*lead, *p.shape[1:]) for p in outputs]
 
     def means(self, params: Sequence[Tensor | None]) -> list[Tensor | None]:
         """The likelihoods' means of decoder outputs (what a generated sample looks like)."""
@@ -169,7 +205,7 @@ class MultimodalVAE(nn.Module):
 
     def log_likelihoods(self, params: Sequence[Tensor | None], x: Sequence[Tensor]) -> Tensor:
         """Weighted log p(x_m | z) per modality: ``(M, ..., B)``; modalities not decoded give zeros."""
-        rows = [None if p is None else self.recon_weights[m] * lik.log_prob(p, x_m)
+        rows = [None if p is None else self.recon_weights[m] * lik.log_prob(p.float(), x_m)
                 for m, (lik, p, x_m) in enumerate(zip(self.likelihoods, params, x, strict=True))]
         present = [r for r in rows if r is not None]
         if not present:

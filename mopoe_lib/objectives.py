@@ -42,6 +42,7 @@ from .data.dataset import Batch
 from .fusion import (
     SAMPLING_STRATEGIES,
     SamplingStrategy,
+    Shard,
     full_set,
     powerset,
     sample_subsets,
@@ -118,7 +119,8 @@ def make_objective(name: str, **overrides: object) -> Objective:
 
 @dataclass(frozen=True)
 class Term:
-    """One bound: per-row value (B,), the differentiable surrogate (B,), log-likelihoods (M, B), KL (B,)."""
+    """One term: the bound at beta = 1 per row (B,), the differentiable objective at the current beta (B,),
+    weighted log-likelihoods (M, B) and the KL term (B,)."""
 
     bound: Tensor
     surrogate: Tensor
@@ -128,7 +130,11 @@ class Term:
 
 @dataclass
 class LossOutput:
-    """What one call returns: ``loss`` to minimise, and detached diagnostics averaged over the batch."""
+    """What one call returns: ``loss`` to minimise, and detached diagnostics averaged over the batch.
+
+    ``elbo`` and ``per_row`` are the main term's bound at beta = 1 (a true lower bound of the log-likelihood
+    with the recon weights as likelihood exponents), whatever beta the loss uses.
+    """
 
     loss: Tensor
     elbo: Tensor
@@ -140,7 +146,7 @@ class LossOutput:
 
     def as_floats(self, names: Sequence[str]) -> dict[str, float]:
         """Flat ``{name: value}`` for logging (``recon/<modality>`` per modality)."""
-        out = {"loss": float(self.loss), "elbo": float(self.elbo), "kl": float(self.kl), "beta": self.beta,
+        out = {"loss": float(self.loss.detach()), "elbo": float(self.elbo), "kl": float(self.kl), "beta": self.beta,
                "recon": float(self.recon.sum())}
         out.update({f"recon/{n}": float(v) for n, v in zip(names, self.recon, strict=True)})
         return out
@@ -179,7 +185,14 @@ class Objective:
         available: Tensor | None = None,
         step: int = 0,
         generator: torch.Generator | None = None,
+        shard: Shard | None = None,
     ) -> LossOutput:
+        """Evaluate the objective on a batch.
+
+        ``generator`` drives subset sampling and the reparameterisation noise. ``shard = (rank, world)`` marks
+        the batch as one equal slice of a global batch (data-parallel training): the random numbers of the
+        global batch are drawn and sliced, so results match a single process with the global batch.
+        """
         if isinstance(batch, Batch):
             x, available = batch.x, batch.available if available is None else available
         else:
@@ -190,7 +203,7 @@ class Objective:
         device = x[0].device
         experts = model.encode(x)  # shared by every term
         main = self.term(model, x, available, experts, self.subsets(num_modalities, generator).to(device), None,
-                         beta, generator)
+                         beta, generator, shard)
         total = main.surrogate
         terms = {"joint" if c.subsets == "full" else c.subsets: main.bound.detach().mean()}
         extra: list[tuple[str, Tensor]] = []
@@ -202,7 +215,7 @@ class Objective:
             extra += [(f"random/{i}", picks[i:i + 1]) for i in range(c.random_subset_terms)]
         for label, subset in extra:
             members = torch.nonzero(subset[0]).flatten().tolist()
-            term = self.term(model, x, available, experts, subset.to(device), members, beta, generator)
+            term = self.term(model, x, available, experts, subset.to(device), members, beta, generator, shard)
             total = total + term.surrogate
             terms[label] = term.bound.detach().mean()
         return LossOutput(
@@ -225,6 +238,7 @@ class Objective:
         reconstruct: list[int] | None,
         beta: float,
         generator: torch.Generator | None,
+        shard: Shard | None = None,
     ) -> Term:
         """One bound over the mixture of ``subsets``, reconstructing ``reconstruct`` (all when ``None``)."""
         mixture = model.posterior(x, subsets, available, experts)
@@ -232,30 +246,34 @@ class Objective:
         # modality) contribute nothing to this term
         mask = None if available is None else available.to(experts[0].dtype) * (mixture.weights.sum(0) > 0)
         if self.config.estimator == "elbo":
-            z, _ = mixture.sample(generator, self.config.sampling)
+            z, _ = mixture.sample(generator, self.config.sampling, shard)
             ll = model.log_likelihoods(model.decode(z, reconstruct), x)  # (M, B)
             if mask is not None:
                 ll = ll * mask
             kl = mixture.kl_upper_bound()
-            bound = ll.sum(dim=0) - beta * kl
-            return Term(bound, bound, ll, kl)
-        return self._importance_weighted(model, x, mixture, reconstruct, mask, beta, generator)
+            return Term(ll.sum(dim=0) - kl, ll.sum(dim=0) - beta * kl, ll, kl)
+        return self._importance_weighted(model, x, mixture, reconstruct, mask, beta, generator, shard)
 
-    def _importance_weighted(self, model, x, mixture, reconstruct, mask, beta, generator) -> Term:
+    def _importance_weighted(self, model, x, mixture, reconstruct, mask, beta, generator, shard) -> Term:
         num = self.config.num_samples
         dreg = self.config.estimator == "dreg"
-        zs = mixture.rsample_per_component(num, generator)  # (S, C, B, D)
+        zs = mixture.rsample_per_component(num, generator, shard)  # (S, C, B, D)
         ll = model.log_likelihoods(model.decode(zs, reconstruct), x)  # (M, S, C, B)
         if mask is not None:
             ll = ll * mask[:, None, None, :]
         log_q = mixture.log_prob(zs, detach_params=dreg)  # (S, C, B)
-        log_w = ll.sum(dim=0) + beta * (standard_normal_log_prob(zs) - log_q)
+        log_prior_ratio = standard_normal_log_prob(zs) - log_q
+        log_w = ll.sum(dim=0) + beta * log_prior_ratio
         valid = mixture.weights > 0
 
         def average(per_component: Tensor) -> Tensor:  # (C, B) -> (B,), over each row's components
             return (torch.where(valid, per_component, 0.0) * mixture.weights).sum(dim=0)
 
-        bound = average(torch.logsumexp(log_w, dim=0) - math.log(num))
+        def iw_bound(weights: Tensor) -> Tensor:
+            return average(torch.logsumexp(weights, dim=0) - math.log(num))
+
+        objective = iw_bound(log_w)
+        bound = objective if beta == 1.0 else iw_bound((ll.sum(dim=0) + log_prior_ratio).detach())
         if dreg:
             with torch.no_grad():
                 w_tilde = torch.softmax(log_w, dim=0)
@@ -263,6 +281,6 @@ class Objective:
                 zs.register_hook(lambda grad: w_tilde.unsqueeze(-1) * grad)
             surrogate = average((w_tilde * log_w).sum(dim=0))
         else:
-            surrogate = bound
+            surrogate = objective
         per_modality = (ll.mean(dim=1) * mixture.weights).sum(dim=1)  # (M, B), averaged over samples
         return Term(bound, surrogate, per_modality, mixture.kl_upper_bound())

@@ -66,3 +66,42 @@ def test_clear_errors():
         _model(prior_expert="sometimes")
     with pytest.raises(ValueError, match="one encoder, decoder and likelihood"):
         MultimodalVAE([PolyMNISTEncoder(4)], [], [], 4)
+
+
+def test_grouped_networks_equal_the_separate_paper_networks():
+    """One grouped network per direction computes exactly what five separate paper networks compute."""
+    from mopoe_lib.networks import GroupedConvDecoder, GroupedConvEncoder
+
+    torch.manual_seed(1)
+    latent, m = 8, 3
+    separate_enc = [PolyMNISTEncoder(latent, 32) for _ in range(m)]
+    separate_dec = [PolyMNISTDecoder(latent) for _ in range(m)]
+    enc, dec = GroupedConvEncoder(m, latent, hidden_dim=32), GroupedConvDecoder(m, latent)
+    with torch.no_grad():
+        convs = [i for i, layer in enumerate(enc.conv) if isinstance(layer, torch.nn.Conv2d)]
+        for j, i in enumerate(convs):
+            enc.conv[i].weight.copy_(torch.cat([e.features[2 * j].weight for e in separate_enc]))
+            enc.conv[i].bias.copy_(torch.cat([e.features[2 * j].bias for e in separate_enc]))
+        for name, index in (("hidden", 7), ("mu", None), ("logvar", None)):
+            layers = [e.features[index] if index else getattr(e, name) for e in separate_enc]
+            getattr(enc, name).weight.copy_(torch.stack([layer.weight.T for layer in layers]))
+            getattr(enc, name).bias.copy_(torch.stack([layer.bias[None] for layer in layers]))
+        dec.fc.weight.copy_(torch.cat([d.net[0].weight for d in separate_dec]))
+        dec.fc.bias.copy_(torch.cat([d.net[0].bias for d in separate_dec]))
+        for j, i in enumerate((3, 5, 7)):
+            dec.deconvs[j].weight.copy_(torch.cat([d.net[i].weight for d in separate_dec]))
+            dec.deconvs[j].bias.copy_(torch.cat([d.net[i].bias for d in separate_dec]))
+    xs = [torch.rand(4, 3, 28, 28) for _ in range(m)]
+    mu, logvar = enc(xs)
+    for k in range(m):
+        ref_mu, ref_lv = separate_enc[k](xs[k])
+        torch.testing.assert_close(mu[k], ref_mu, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logvar[k], ref_lv, rtol=1e-5, atol=1e-5)
+    z = torch.randn(4, latent)
+    outputs = dec(z)
+    partial = dec(z, modalities=[2, 0])
+    for k in range(m):
+        torch.testing.assert_close(outputs[k], separate_dec[k](z), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(partial[0], outputs[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(partial[2], outputs[2], rtol=1e-5, atol=1e-5)
+    assert partial[1] is None

@@ -127,22 +127,27 @@ class MultimodalDataset:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
         """Iterate over mini-batches without a DataLoader (no worker processes, no per-sample Python).
 
         ``generator`` fixes the shuffling order; pass the same seeded generator for the same order.
+        ``shard = (rank, world_size)`` yields only this process's equal slice of every (global) batch, for
+        data-parallel training; ``batch_size`` must then be divisible by ``world_size``.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        rank, world = shard or (0, 1)
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} is not divisible by world size {world}")
+        local = batch_size // world
         n = len(self)
         device = self.labels.device
-        order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+        order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            if order is None:
-                yield self.get_batch(slice(start, min(start + batch_size, n)))
-            else:
-                yield self.get_batch(order[start:start + batch_size])
+            chunk = order[start:start + batch_size]
+            yield self.get_batch(chunk[rank * local:(rank + 1) * local] if shard else chunk)
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self)
