@@ -14,7 +14,7 @@ import pytest
 from mopoe_lib.book import chapters, execute_chapter
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED_CHAPTERS = ["00_data.py", "01_mean_functions.py"]
+EXPECTED_CHAPTERS = ["00_data.py", "01_mean_functions.py", "02_training.py"]
 
 
 def test_expected_chapters_are_present():

@@ -1,0 +1,173 @@
+"""The trainer: bit-exact resume, atomic checkpoints, NaN stop, config errors, DDP equality, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mopoe_lib import train as training
+from mopoe_lib.config import get_config, parse_overrides
+from mopoe_lib.objectives import Objective
+from mopoe_lib.train import NonFiniteLossError, latest_checkpoint, load_run, train
+
+TINY = dict(train_subset=256, batch_size=64, latent_dim=8, epochs=3, eval_samples=64)
+
+
+def _config(**extra):
+    return get_config("polymnist-fast-mopoe", **{**TINY, **extra})
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(latest_checkpoint(run_dir) / "model.safetensors"))
+
+
+def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _crash_at(monkeypatch, step: int) -> None:
+    original = Objective.__call__
+
+    def call(self, model, batch, *args, **kwargs):
+        if kwargs.get("step") == step:
+            raise Crash(f"simulated crash at step {step}")
+        return original(self, model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(Objective, "__call__", call)
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch):
+    reference = train(_config(), tmp_path / "reference", progress=False)
+    # crash in the middle of epoch 2, after a periodic checkpoint at step 6
+    with monkeypatch.context() as patch:
+        _crash_at(patch, 7)
+        with pytest.raises(Crash):
+            train(_config(checkpoint_every_steps=3), tmp_path / "crashed", progress=False)
+    assert json.loads((tmp_path / "crashed/checkpoints/latest.json").read_text())["progress"]["global_step"] == 6
+    resumed = train(_config(checkpoint_every_steps=3), tmp_path / "crashed", resume=True, progress=False)
+    _assert_identical(_weights(tmp_path / "reference"), _weights(tmp_path / "crashed"))
+    losses = [[round(r["train/loss"], 6) for r in run.metrics] for run in (reference, resumed)]
+    assert losses[0] == losses[1]
+    # stopping cleanly at a step limit and resuming gives the same parameters too
+    train(_config(max_steps=5), tmp_path / "limited", progress=False)
+    train(_config(), tmp_path / "limited", resume=True, progress=False)
+    _assert_identical(_weights(tmp_path / "reference"), _weights(tmp_path / "limited"))
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(_config(epochs=1), run, progress=False)
+    before = latest_checkpoint(run)
+    good = _weights(run)
+    calls = {"n": 0}
+    real_save = training.save_file
+
+    def failing_save(tensors, filename, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # model weights written, optimizer state half-way: crash
+            Path(filename).write_bytes(b"partial")
+            raise Crash("disk full")
+        return real_save(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(training, "save_file", failing_save)
+    with pytest.raises(Crash):
+        train(_config(epochs=2), run, resume=True, progress=False)
+    assert latest_checkpoint(run) == before
+    _assert_identical(good, _weights(run))
+    leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    model, _ = load_run(run)  # still loads
+    assert model.latent_dim == TINY["latent_dim"]
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    original = Objective.__call__
+
+    def call(self, model, batch, *args, **kwargs):
+        out = original(self, model, batch, *args, **kwargs)
+        if kwargs.get("step") == 4:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(Objective, "__call__", call)
+    with pytest.raises(NonFiniteLossError, match=r"step 5 \(epoch 2, batch 1\)") as info:
+        train(_config(checkpoint_every_steps=2), tmp_path / "run", progress=False)
+    assert "step-00000004" in str(info.value)
+    assert latest_checkpoint(tmp_path / "run").name == "step-00000004"
+
+
+def test_checkpoints_are_safetensors_and_json_only(tmp_path):
+    result = train(_config(epochs=1), tmp_path / "run", progress=False)
+    folder = latest_checkpoint(tmp_path / "run")
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "optimizer.safetensors", "state.json"]
+    model, config = load_run(tmp_path / "run")
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key])
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["config"]["seed"] == 0 and saved["environment"]["torch"] == torch.__version__
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["epoch"] == 1 and "test/elbo" in rows[0] and rows[0]["samples_per_s"] > 0
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_the_config(tmp_path):
+    train(_config(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_config(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        train(_config(epochs=2, lr=0.1), tmp_path / "run", resume=True, progress=False)
+
+
+def test_config_errors_list_the_valid_choices():
+    with pytest.raises(ValueError, match="polymnist-fast-mopoe"):
+        get_config("polymnist-tiny-mopoe")
+    with pytest.raises(ValueError, match="unknown config fields"):
+        get_config("polymnist-fast-mopoe", learning_rate=1)
+    with pytest.raises(ValueError, match="paper, compact"):
+        get_config("polymnist-fast-mopoe", architecture="resnet")
+    with pytest.raises(ValueError, match="fp32, bf16, fp16, auto"):
+        get_config("polymnist-fast-mopoe", precision="int8")
+    assert parse_overrides(["lr=0.01", "compile=true", "epochs=3"]) == {"lr": 0.01, "compile": True, "epochs": 3}
+    with pytest.raises(ValueError, match="true or false"):
+        parse_overrides(["compile=maybe"])
+    with pytest.raises(ValueError, match="unknown config field"):
+        parse_overrides(["speed=3"])
+
+
+def test_full_configs_match_the_paper():
+    config = get_config("polymnist-full-mopoe")
+    assert (config.latent_dim, config.likelihood, config.likelihood_scale, config.beta, config.lr,
+            config.batch_size, config.epochs, config.architecture) == (512, "laplace", 0.75, 2.5, 5e-4, 256, 300,
+                                                                        "paper")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_a_single_process_with_the_same_global_batch(tmp_path):
+    sets = ["train_subset=256", "batch_size=64", "latent_dim=8", "epochs=2", "eval_samples=0", "threads=1"]
+    args = ["polymnist-fast-mopoe", "--no-progress"] + [f"--set={s}" for s in sets]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "mopoe_lib.train", *args, "--out", str(tmp_path / "single")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "mopoe_lib.train", *args, "--out", str(tmp_path / "ddp")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    assert json.loads((tmp_path / "ddp" / "config.json").read_text())["world_size"] == 2
