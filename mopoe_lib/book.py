@@ -26,6 +26,10 @@ class ChapterError(RuntimeError):
     """A chapter failed to execute; the message names the chapter and the failing cell."""
 
 
+class ChapterStalled(ChapterError):
+    """A cell exceeded its time limit or the kernel died (not an error raised by the chapter's code)."""
+
+
 def notebooks_dir() -> Path:
     root = repo_root()
     if root is None:
@@ -51,7 +55,7 @@ def _env(name: str, value: str) -> Iterator[None]:
             os.environ[name] = old
 
 
-def execute_chapter(path: Path, mode: str = "fast", timeout: int = 1800):  # -> nbformat.NotebookNode
+def execute_chapter(path: Path, mode: str = "fast", timeout: int | None = 1800):  # -> nbformat.NotebookNode
     """Execute one chapter top to bottom in a fresh kernel and return the executed notebook.
 
     The kernel runs in the chapter's folder with ``MOPOE_MODE=mode`` and the MPLBACKEND set for inline
@@ -77,13 +81,21 @@ def execute_chapter(path: Path, mode: str = "fast", timeout: int = 1800):  # -> 
             where = f"cell {index}" if index is not None else "a cell"
             raise ChapterError(f"{path.name}: {where} failed in {mode.upper()} mode:\n{exc}") from exc
         except (CellTimeoutError, DeadKernelError) as exc:
-            raise ChapterError(f"{path.name}: a cell timed out after {timeout} s or the kernel died in "
+            raise ChapterStalled(f"{path.name}: a cell timed out after {timeout} s or the kernel died in "
                                f"{mode.upper()} mode: {exc}") from exc
     return notebook
 
 
+#: Per-cell time limits: FAST cells take seconds to minutes; FULL cells may train for hours.
+CELL_TIMEOUT = {"fast": 600, "full": None}
+
+
 def build(mode: str = "fast", out_dir: Path | None = None, only: list[str] | None = None) -> list[Path]:
-    """Execute every chapter (or those whose name starts with an entry of ``only``) and save them."""
+    """Execute every chapter (or those whose name starts with an entry of ``only``) and save them.
+
+    A chapter whose kernel stalls (a cell exceeds the mode's time limit) or dies is retried once in a fresh
+    kernel, with a message; a cell that raises an error stops the book at once.
+    """
     import nbformat
 
     out_dir = out_dir or (notebooks_dir().parent / "build" / "book")
@@ -95,7 +107,11 @@ def build(mode: str = "fast", out_dir: Path | None = None, only: list[str] | Non
     for number, path in enumerate(selected, start=1):
         print(f"[{number}/{len(selected)}] {path.name} ({mode.upper()}) ...", flush=True)
         start = time.perf_counter()
-        notebook = execute_chapter(path, mode)
+        try:
+            notebook = execute_chapter(path, mode, timeout=CELL_TIMEOUT[mode])
+        except ChapterStalled as exc:
+            print(f"    {exc}\n    retrying {path.name} once in a fresh kernel", flush=True)
+            notebook = execute_chapter(path, mode, timeout=CELL_TIMEOUT[mode])
         target = out_dir / path.with_suffix(".ipynb").name
         nbformat.write(notebook, target)
         written.append(target)

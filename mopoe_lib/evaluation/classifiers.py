@@ -1,0 +1,170 @@
+"""Digit classifiers for the PolyMNIST modalities, used to measure coherence.
+
+Architecture (REFERENCE.md, "Modality classifiers"): two 5x5 convolutions (10 and 20 channels, each followed
+by 2x2 max-pooling, dropout after the second), ``Linear(980, 128)``, dropout, ``Linear(128, 10)``. The five
+classifiers are evaluated as one grouped network (like the VAE's networks), returning logits ``(M, B, 10)``.
+
+They are always *used* in eval mode (:func:`predict` switches and restores the mode): the authors' code left
+dropout active while measuring coherence (REFERENCE.md, defect 1).
+
+Train and ship them with ``python -m mopoe_lib.evaluation.classifiers train`` (weights in
+``data/classifiers/polymnist/``: ``classifiers.safetensors`` and ``classifiers.json`` with the test accuracy of
+each modality, the command and the sha256 of the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..data.dataset import MultimodalDataset
+from ..data.integrity import MissingDataError, atomic_dir, read_json, sha256_file, verify_file, write_json
+from ..networks.grouped import GroupedLinear
+from ..settings import data_dir, repo_root
+
+
+class ModalityClassifiers(nn.Module):
+    """M digit classifiers as one grouped network: ``xs`` (M tensors ``(B, 3, 28, 28)``) -> logits ``(M, B, 10)``."""
+
+    def __init__(self, num_modalities: int = 5, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        m = num_modalities
+        self.num_modalities = m
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels * m, 10 * m, kernel_size=5, padding=2, groups=m), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(10 * m, 20 * m, kernel_size=5, padding=2, groups=m), nn.Dropout2d(0.25), nn.MaxPool2d(2),
+            nn.ReLU(),
+        )
+        self.hidden = GroupedLinear(m, 980, 128)
+        self.dropout = nn.Dropout(0.5)
+        self.out = GroupedLinear(m, 128, num_classes)
+
+    def embed(self, xs: Sequence[Tensor]) -> Tensor:
+        """The 128-d penultimate features ``(M, B, 128)`` (used for the feature-space Frechet distance)."""
+        h = self.features(torch.cat(list(xs), dim=1))
+        h = h.reshape(h.shape[0], self.num_modalities, 980).transpose(0, 1)
+        return F.relu(self.hidden(h))
+
+    def forward(self, xs: Sequence[Tensor]) -> Tensor:
+        return self.out(self.dropout(self.embed(xs)))
+
+
+@torch.no_grad()
+def predict(classifiers: ModalityClassifiers, xs: Sequence[Tensor], batch_size: int = 1000) -> Tensor:
+    """Predicted digits ``(M, N)`` in eval mode (dropout off), in batches; restores the previous mode."""
+    was_training = classifiers.training
+    classifiers.eval()
+    try:
+        n = xs[0].shape[0]
+        out = [classifiers([x[i:i + batch_size].float() for x in xs]).argmax(-1) for i in range(0, n, batch_size)]
+        return torch.cat(out, dim=1)
+    finally:
+        classifiers.train(was_training)
+
+
+def accuracy(classifiers: ModalityClassifiers, data: MultimodalDataset, batch_size: int = 1000) -> Tensor:
+    """Test accuracy of each modality's classifier ``(M,)``."""
+    correct = torch.zeros(data.num_modalities)
+    for batch in data.batches(batch_size):
+        correct += (predict(classifiers, batch.x, batch_size) == batch.label).sum(dim=1).cpu()
+    return correct / len(data)
+
+
+def train_classifiers(train: MultimodalDataset, epochs: int = 4, batch_size: int = 128, lr: float = 3e-3,
+                      seed: int = 0, progress: bool = True) -> ModalityClassifiers:
+    """Train the M classifiers jointly (summed cross-entropy; the groups do not share weights)."""
+    torch.manual_seed(seed)
+    model = ModalityClassifiers(train.num_modalities)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    order = torch.Generator().manual_seed(seed)
+    model.train()
+    for epoch in range(epochs):
+        bar = tqdm(train.batches(batch_size, shuffle=True, generator=order), total=train.num_batches(batch_size),
+                   desc=f"classifiers epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for batch in bar:
+            logits = model(batch.x)  # (M, B, 10)
+            loss = F.cross_entropy(logits.flatten(0, 1), batch.label.repeat(train.num_modalities))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def classifier_dir() -> Path:
+    """Where the shipped classifiers live (the checkout's ``data/`` when available)."""
+    base = repo_root() / "data" if repo_root() is not None else data_dir()
+    return base / "classifiers" / "polymnist"
+
+
+TRAIN_COMMAND = "python -m mopoe_lib.evaluation.classifiers train"
+
+
+def save_classifiers(model: ModalityClassifiers, accuracies: Tensor, folder: Path, info: dict) -> Path:
+    with atomic_dir(folder) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "classifiers.safetensors"))
+        write_json(tmp / "classifiers.json", {
+            **info, "test_accuracy": [round(float(a), 5) for a in accuracies], "command": TRAIN_COMMAND,
+            "sha256": sha256_file(tmp / "classifiers.safetensors"),
+        })
+    return folder
+
+
+def load_classifiers(folder: Path | None = None, map_location: str = "cpu") -> ModalityClassifiers:
+    """Load the shipped classifiers (checksum verified), in eval mode.
+
+    Raises:
+        MissingDataError: not trained yet; the message gives the command.
+    """
+    folder = folder or classifier_dir()
+    meta = read_json(folder / "classifiers.json", TRAIN_COMMAND)
+    verify_file(folder / "classifiers.safetensors", meta["sha256"], TRAIN_COMMAND)
+    model = ModalityClassifiers(meta.get("num_modalities", 5))
+    model.load_state_dict(load_file(str(folder / "classifiers.safetensors"), device=map_location))
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..data.polymnist import load_polymnist
+
+    parser = argparse.ArgumentParser(prog="python -m mopoe_lib.evaluation.classifiers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train the PolyMNIST classifiers and ship them under data/")
+    tr.add_argument("--variant", default="full")
+    tr.add_argument("--epochs", type=int, default=4)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--out", type=Path, default=None)
+    sub.add_parser("show", help="print the shipped classifiers' accuracies")
+    args = parser.parse_args(argv)
+    if args.command == "show":
+        try:
+            print(read_json(classifier_dir() / "classifiers.json", TRAIN_COMMAND))
+        except MissingDataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    start = time.perf_counter()
+    train = load_polymnist("train", args.variant)
+    test = load_polymnist("test", args.variant)
+    model = train_classifiers(train, args.epochs, lr=args.lr, seed=args.seed)
+    acc = accuracy(model, test)
+    folder = save_classifiers(model, acc, args.out or classifier_dir(), {
+        "num_modalities": train.num_modalities, "modalities": list(train.names), "data_variant": args.variant,
+        "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "train_seconds": round(time.perf_counter() - start, 1),
+        "torch": torch.__version__})
+    print(f"test accuracy per modality: {[round(float(a), 4) for a in acc]} -> {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

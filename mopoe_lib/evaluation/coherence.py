@@ -1,0 +1,89 @@
+"""Coherence: do generated samples show the digit of the input?
+
+- *Conditional coherence*: for every subset S of input modalities, infer z from S (the subset's posterior,
+  one sample), generate every modality, and classify each generated image with that modality's classifier;
+  coherence is the fraction of generated images whose predicted digit equals the true label. All subsets are
+  processed at once per batch (one encoding, one fused posterior per subset, one batched decoding).
+- *Random (joint) coherence*: decode z ~ N(0, I) into all modalities; the fraction of samples on which all
+  classifiers predict the same digit.
+
+Results are tidy rows (one per subset and target modality) that aggregate by the number of inputs, counting
+only targets *outside* the input subset (generating a modality the model was shown is reconstruction).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.dataset import MultimodalDataset
+from ..fusion import powerset, product_of_experts, reparameterize, subset_labels
+from ..model import MultimodalVAE, prior_expert_flags
+from .classifiers import ModalityClassifiers, predict
+
+
+@torch.no_grad()
+def conditional_coherence(
+    model: MultimodalVAE,
+    classifiers: ModalityClassifiers,
+    data: MultimodalDataset,
+    subsets: torch.Tensor | None = None,
+    batch_size: int = 250,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """One row per (subset, target modality): ``subset``, ``num_inputs``, ``target``, ``in_subset``,
+    ``coherence``, ``n``."""
+    model.eval()
+    subsets = powerset(model.num_modalities) if subsets is None else subsets
+    labels = subset_labels(subsets, model.names)
+    prior = prior_expert_flags(subsets, model.prior_expert)
+    generator = torch.Generator().manual_seed(seed)
+    correct = torch.zeros(subsets.shape[0], model.num_modalities)
+    batches = tqdm(data.batches(batch_size), total=data.num_batches(batch_size), desc="coherence",
+                   disable=not progress, leave=False)
+    device = next(model.parameters()).device
+    for batch in batches:
+        batch = batch.to(device)
+        mu, logvar = model.encode(batch.x)
+        fused_mu, fused_lv = product_of_experts(mu, logvar, subsets.to(device), prior.to(device))  # (K, B, D)
+        z = reparameterize(fused_mu, fused_lv, generator)
+        generated = model.means(model.decode(z))  # M tensors (K, B, ...)
+        flat = [g.flatten(0, 1).clamp(0, 1) for g in generated]  # (K*B, ...)
+        predicted = predict(classifiers, flat).view(model.num_modalities, subsets.shape[0], -1)  # (M, K, B)
+        correct += (predicted == batch.label.to(predicted.device)).sum(dim=2).T.float().cpu()
+    rows = []
+    for k, label in enumerate(labels):
+        for m, name in enumerate(model.names):
+            rows.append({"subset": label, "num_inputs": int(subsets[k].sum()), "target": name,
+                         "in_subset": bool(subsets[k, m]), "coherence": float(correct[k, m] / len(data)),
+                         "n": len(data)})
+    return rows
+
+
+def coherence_by_num_inputs(rows: Sequence[dict], include_inputs: bool = False) -> dict[int, float]:
+    """Mean coherence per number of input modalities, over subsets and targets (targets outside the subset
+    only, unless ``include_inputs``)."""
+    groups: dict[int, list[float]] = defaultdict(list)
+    for row in rows:
+        if include_inputs or not row["in_subset"]:
+            groups[row["num_inputs"]].append(row["coherence"])
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
+@torch.no_grad()
+def random_coherence(model: MultimodalVAE, classifiers: ModalityClassifiers, num_samples: int = 10_000,
+                     batch_size: int = 1000, seed: int = 0) -> float:
+    """Fraction of prior samples whose generated modalities are all classified as the same digit."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    agree = 0
+    for start in range(0, num_samples, batch_size):
+        n = min(batch_size, num_samples - start)
+        generated = [g.clamp(0, 1) for g in model.sample_prior(n, generator)]
+        predicted = predict(classifiers, generated)  # (M, n)
+        agree += int((predicted == predicted[:1]).all(dim=0).sum())
+    return agree / num_samples

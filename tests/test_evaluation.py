@@ -1,0 +1,137 @@
+"""Metrics on cases with known answers: perfect and constant generators, separable latents, the exact toy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mopoe_lib.data import ChecksumError, MultimodalDataset, load_polymnist
+from mopoe_lib.evaluation import (
+    ModalityClassifiers,
+    accuracy,
+    coherence_by_num_inputs,
+    conditional_coherence,
+    conditional_log_likelihood,
+    latent_probe,
+    load_classifiers,
+    log_likelihood,
+    predict,
+    random_coherence,
+    train_classifiers,
+)
+from mopoe_lib.evaluation.classifiers import save_classifiers
+from mopoe_lib.fusion import powerset
+from mopoe_lib.likelihoods import Laplace
+from mopoe_lib.model import MultimodalVAE
+from mopoe_lib.networks import LinearDecoder, LinearEncoder
+from mopoe_lib.toy import LinearGaussianToy
+
+M, DIGITS = 3, 10
+
+
+class ArgmaxClassifiers(nn.Module):
+    """'Classifies' a 10-d vector by its argmax: logits (M, B, 10)."""
+
+    def forward(self, xs):
+        return torch.stack([x.flatten(1)[:, :DIGITS] for x in xs])
+
+
+def _one_hot_data(per_digit: int = 20) -> MultimodalDataset:
+    labels = torch.arange(DIGITS).repeat_interleave(per_digit)
+    x = torch.nn.functional.one_hot(labels, DIGITS).float()
+    return MultimodalDataset([x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(m))
+                              for m in range(M)], labels)
+
+
+def _one_hot_model(constant_digit: int | None = None) -> MultimodalVAE:
+    """Encoders: mu = 10 x, tiny variance; decoders: x = z / 10 (or a constant one-hot)."""
+    encoders, decoders = [], []
+    for _ in range(M):
+        enc, dec = LinearEncoder(DIGITS, DIGITS), LinearDecoder(DIGITS, (DIGITS,))
+        with torch.no_grad():
+            enc.mu.weight.copy_(10 * torch.eye(DIGITS))
+            enc.mu.bias.zero_()
+            enc.logvar_bias.fill_(-12.0)
+            dec.linear.weight.copy_(torch.eye(DIGITS) / 10 if constant_digit is None else torch.zeros(DIGITS, DIGITS))
+            dec.linear.bias.copy_(torch.zeros(DIGITS) if constant_digit is None
+                                  else torch.nn.functional.one_hot(torch.tensor(constant_digit), DIGITS).float())
+        encoders.append(enc)
+        decoders.append(dec)
+    return MultimodalVAE(encoders, decoders, [Laplace()] * M, DIGITS, prior_expert="never")
+
+
+def test_a_perfect_generator_has_coherence_one():
+    rows = conditional_coherence(_one_hot_model(), ArgmaxClassifiers(), _one_hot_data(), progress=False)
+    assert len(rows) == (2**M - 1) * M
+    assert all(row["coherence"] == 1.0 for row in rows)
+    assert coherence_by_num_inputs(rows) == {1: 1.0, 2: 1.0}  # the full set has no target outside it
+
+
+def test_a_constant_generator_is_at_chance():
+    rows = conditional_coherence(_one_hot_model(constant_digit=3), ArgmaxClassifiers(), _one_hot_data(),
+                                 progress=False)
+    assert all(row["coherence"] == pytest.approx(1 / DIGITS) for row in rows)
+    assert random_coherence(_one_hot_model(constant_digit=3), ArgmaxClassifiers(), num_samples=500) == 1.0
+
+
+def test_probes_on_separable_latents_are_perfect():
+    data = _one_hot_data(per_digit=60)
+    rows = latent_probe(_one_hot_model(), data, _one_hot_data(per_digit=10), num_train=200)
+    assert len(rows) == 2**M - 1 and all(row["accuracy"] == 1.0 for row in rows)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return LinearGaussianToy.random(num_modalities=3, latent_dim=2, obs_dim=3, noise=0.5, seed=2)
+
+
+def test_likelihood_with_the_true_posterior_as_proposal_is_exact(toy):
+    _, xs = toy.sample(6, torch.Generator().manual_seed(0))
+    estimate = log_likelihood(toy.model("always"), xs, num_samples=8, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(estimate, toy.log_marginal(xs), rtol=0, atol=1e-6)
+    conditional = conditional_log_likelihood(toy.model("always"), xs, given=[0, 2], num_samples=8,
+                                             generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(conditional, toy.log_marginal(xs) - toy.log_marginal(xs, [0, 2]), rtol=0, atol=1e-6)
+
+
+def test_likelihood_with_a_mixture_proposal_converges(toy):
+    _, xs = toy.sample(4, torch.Generator().manual_seed(3))
+    model = toy.model("full_set")
+    estimate = log_likelihood(model, xs, num_samples=4000, subsets=powerset(3),
+                              generator=torch.Generator().manual_seed(0))
+    assert (estimate - toy.log_marginal(xs)).abs().max() < 0.05
+
+
+def test_likelihood_never_mixes_test_points(toy):
+    _, xs = toy.sample(3, torch.Generator().manual_seed(4))
+    changed = [x.clone() for x in xs]
+    for x in changed:
+        x[1:] += 5.0  # other rows change; row 0 must not
+    model = toy.model("never", exact_encoders=False)
+    a = log_likelihood(model, xs, 50, subsets=powerset(3), generator=torch.Generator().manual_seed(0))
+    b = log_likelihood(model, changed, 50, subsets=powerset(3), generator=torch.Generator().manual_seed(0))
+    assert a[0] == b[0] and not torch.equal(a[1:], b[1:])
+
+
+def test_predict_uses_eval_mode_and_restores_the_mode():
+    classifiers = ModalityClassifiers(2).train()
+    xs = [torch.rand(16, 3, 28, 28) for _ in range(2)]
+    first, second = predict(classifiers, xs), predict(classifiers, xs)
+    assert torch.equal(first, second) and classifiers.training  # dropout off inside, mode restored after
+
+
+@pytest.mark.slow
+def test_classifiers_learn_and_round_trip_with_checksums(tmp_path):
+    train = load_polymnist("train", "fast")
+    test = load_polymnist("test", "fast")
+    model = train_classifiers(train, epochs=2, lr=3e-3, progress=False)
+    acc = accuracy(model, test)
+    assert acc.shape == (5,) and (acc > 0.6).all(), acc
+    folder = save_classifiers(model, acc, tmp_path / "clf", {"num_modalities": 5})
+    loaded = load_classifiers(folder)
+    assert not loaded.training and torch.equal(accuracy(loaded, test), acc)
+    weights = folder / "classifiers.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(ChecksumError):
+        load_classifiers(folder)
