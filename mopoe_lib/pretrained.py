@@ -65,8 +65,10 @@ def load_pretrained(name: str, map_location: str = "cpu") -> tuple[MultimodalVAE
                                 f"    python -m mopoe_lib.train {name}")
     manifest = read_json(folder / "MANIFEST.json")
     verify_file(folder / "model.safetensors", manifest["sha256"]["model.safetensors"])
-    config = ExperimentConfig.from_dict(read_json(folder / "config.json")["config"])
-    model = build_model(config)
+    blob = read_json(folder / "config.json")
+    config = ExperimentConfig.from_dict(blob["config"])
+    names = blob.get("modalities")
+    model = build_model(config, len(names) if names else 5, tuple(names) if names else None)
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(map_location)))
     return model.to(map_location).eval(), config, read_metrics(folder)
 

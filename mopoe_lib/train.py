@@ -193,12 +193,14 @@ def load_run(run_dir: Path | str, map_location: str | torch.device = "cpu",
     if not config_path.is_file():
         raise CheckpointError(f"{config_path} is missing: {run_dir} is not a training run. Train one with\n"
                               f"    python -m mopoe_lib.train <experiment> --out {run_dir}")
-    config = ExperimentConfig.from_dict(read_json(config_path)["config"])
+    blob = read_json(config_path)
+    config = ExperimentConfig.from_dict(blob["config"])
     folder = checkpoint or latest_checkpoint(run_dir)
     if folder is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; resume it with\n"
                               f"    python -m mopoe_lib.train {config.name} --out {run_dir} --resume")
-    model = build_model(config)
+    names = blob.get("modalities")
+    model = build_model(config, len(names) if names else 5, tuple(names) if names else None)
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(map_location)))
     return model.to(map_location).eval(), config
 
@@ -320,6 +322,7 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", {"config": config.to_dict(), "environment": environment(),
                                              "world_size": dist.world_size, "device": str(device),
+                                             "modalities": list(train_data.names),
                                              "precision": resolve_precision(config.precision, device.type)})
         _write_metrics(metrics_path, [])
 

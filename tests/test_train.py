@@ -115,6 +115,7 @@ def test_checkpoints_are_safetensors_and_json_only(tmp_path):
     folder = latest_checkpoint(tmp_path / "run")
     assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "optimizer.safetensors", "state.json"]
     model, config = load_run(tmp_path / "run")
+    assert model.names == result.model.names == ("astronaut", "chelsea", "coffee", "ihc", "motorcycle")
     for key, value in result.model.state_dict().items():
         assert torch.equal(value, model.state_dict()[key])
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
