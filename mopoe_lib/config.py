@@ -112,10 +112,7 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}; valid: {', '.join(sorted(known))}")
+        check_fields(values)
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return cls(**values)
 
@@ -129,6 +126,14 @@ class ExperimentConfig:
         if self.estimator != "elbo" or self.num_samples != 1:
             options["num_samples"] = self.num_samples
         return make_objective(self.objective, **options)
+
+
+def check_fields(names: Any) -> None:
+    """Raise a ValueError naming the unknown config fields among ``names`` and listing the valid ones."""
+    known = {f.name for f in fields(ExperimentConfig)}
+    unknown = set(names) - known
+    if unknown:
+        raise ValueError(f"unknown config fields {sorted(unknown)}; valid: {', '.join(sorted(known))}")
 
 
 def build_model(config: ExperimentConfig, num_modalities: int = 5,
@@ -169,10 +174,7 @@ def get_config(name: str, **overrides: Any) -> ExperimentConfig:
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    known = {f.name for f in fields(ExperimentConfig)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ValueError(f"unknown config fields {sorted(unknown)}; valid: {', '.join(sorted(known))}")
+    check_fields(overrides)
     return replace(EXPERIMENTS[name], **overrides)
 
 
@@ -184,8 +186,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} is not of the form key=value")
-        if key not in types:
-            raise ValueError(f"unknown config field {key!r}; valid: {', '.join(sorted(types))}")
+        check_fields([key])
         kind = str(types[key])
         if "bool" in kind:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):

@@ -144,7 +144,7 @@ def test_config_errors_list_the_valid_choices():
     assert parse_overrides(["lr=0.01", "compile=true", "epochs=3"]) == {"lr": 0.01, "compile": True, "epochs": 3}
     with pytest.raises(ValueError, match="true or false"):
         parse_overrides(["compile=maybe"])
-    with pytest.raises(ValueError, match="unknown config field"):
+    with pytest.raises(ValueError, match="unknown config fields"):
         parse_overrides(["speed=3"])
 
 
