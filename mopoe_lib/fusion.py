@@ -175,7 +175,7 @@ def product_of_experts(
     shift = log_prec.detach().amax(dim=0).clamp(min=0.0 if bool(prior.any()) else -math.inf)  # (B, D)
     shift = torch.nan_to_num(shift, neginf=0.0)
     weights = torch.exp(log_prec - shift)  # (M, B, D), in [0, 1]
-    member = subsets.to(work)  # (K, M)
+    member = subsets.to(device=mu.device, dtype=work)  # (K, M)
     precision = (member @ weights.reshape(num_modalities, -1)).reshape(-1, batch, dim)  # (K, B, D) * e^-shift
     precision = precision + prior[:, None, None] * torch.exp(-shift)
     weighted_mu = (member @ (weights * mu.to(work)).reshape(num_modalities, -1)).reshape(-1, batch, dim)
