@@ -343,7 +343,7 @@ class SubsetMixture:
         return (self.weights * self.kl_per_subset()).sum(dim=0)
 
     def component(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-row component parameters ``(B, D)`` for component indices ``(B,)``."""
+        """Per-row component parameters ``(..., B, D)`` for component indices ``(..., B)``."""
         rows = torch.arange(self.mu.shape[1], device=self.mu.device)
         return self.mu[index, rows], self.logvar[index, rows]
 

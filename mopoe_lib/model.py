@@ -167,11 +167,14 @@ class MultimodalVAE(nn.Module):
 
         Modalities outside the subset are ignored: pass any placeholder tensor of the right shape for them.
         """
-        mask = self._subset(subset)
-        mu, logvar = self.encode(x)
-        fused_mu, fused_logvar = product_of_experts(mu, logvar, mask.to(mu.device),
-                                                    prior_expert_flags(mask, self.prior_expert).to(mu.device))
+        fused_mu, fused_logvar = self.fuse(self.encode(x), self._subset(subset))
         return fused_mu[0], fused_logvar[0]
+
+    def fuse(self, experts: tuple[Tensor, Tensor], subsets: Tensor) -> tuple[Tensor, Tensor]:
+        """Fused posterior of every subset, ``(K, B, D)`` each, from encoded ``experts`` (model's prior policy)."""
+        mu, logvar = experts
+        subsets = subsets.to(mu.device)
+        return product_of_experts(mu, logvar, subsets, prior_expert_flags(subsets, self.prior_expert))
 
     # ----------------------------------------------------------------------------------------- generation
 

@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.dataset import MultimodalDataset
-from ..fusion import powerset, product_of_experts, reparameterize, subset_labels
-from ..model import MultimodalVAE, prior_expert_flags
+from ..fusion import powerset, reparameterize, subset_labels
+from ..model import MultimodalVAE
 from .classifiers import ModalityClassifiers, predict
 
 
@@ -40,7 +40,6 @@ def conditional_coherence(
     model.eval()
     subsets = powerset(model.num_modalities) if subsets is None else subsets
     labels = subset_labels(subsets, model.names)
-    prior = prior_expert_flags(subsets, model.prior_expert)
     generator = torch.Generator().manual_seed(seed)
     correct = torch.zeros(subsets.shape[0], model.num_modalities)
     batches = tqdm(data.batches(batch_size), total=data.num_batches(batch_size), desc="coherence",
@@ -48,8 +47,7 @@ def conditional_coherence(
     device = next(model.parameters()).device
     for batch in batches:
         batch = batch.to(device)
-        mu, logvar = model.encode(batch.x)
-        fused_mu, fused_lv = product_of_experts(mu, logvar, subsets.to(device), prior.to(device))  # (K, B, D)
+        fused_mu, fused_lv = model.fuse(model.encode(batch.x), subsets)  # (K, B, D)
         z = reparameterize(fused_mu, fused_lv, generator)
         generated = model.means(model.decode(z))  # M tensors (K, B, ...)
         flat = [g.flatten(0, 1).clamp(0, 1) for g in generated]  # (K*B, ...)

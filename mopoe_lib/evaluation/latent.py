@@ -11,8 +11,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from ..data.dataset import MultimodalDataset
-from ..fusion import powerset, product_of_experts, subset_labels
-from ..model import MultimodalVAE, prior_expert_flags
+from ..fusion import powerset, subset_labels
+from ..model import MultimodalVAE
 
 
 @torch.no_grad()
@@ -20,12 +20,10 @@ def subset_means(model: MultimodalVAE, data: MultimodalDataset, subsets: torch.T
                  batch_size: int = 500) -> torch.Tensor:
     """Posterior means of every subset for every sample: ``(K, N, D)``."""
     model.eval()
-    prior = prior_expert_flags(subsets, model.prior_expert)
     device = next(model.parameters()).device
     out = []
     for batch in data.batches(batch_size):
-        mu, logvar = model.encode([x.to(device) for x in batch.x])
-        fused_mu, _ = product_of_experts(mu, logvar, subsets.to(device), prior.to(device))
+        fused_mu, _ = model.fuse(model.encode([x.to(device) for x in batch.x]), subsets)
         out.append(fused_mu.cpu())
     return torch.cat(out, dim=1)
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..fusion import SubsetMixture, full_set, standard_normal_log_prob, subset_mask
+from ..fusion import SubsetMixture, full_set, reparameterize, standard_normal_log_prob, subset_mask
 from ..model import MultimodalVAE
 
 
@@ -41,11 +41,7 @@ def log_likelihood(model: MultimodalVAE, x: Sequence[Tensor], num_samples: int =
         k = min(chunk, num_samples - start)
         # one component per (sample, row) drawn from the row's weights, then z from that component
         index = torch.multinomial(mixture.weights.T.float().cpu(), k, replacement=True, generator=generator).T
-        index = index.to(mixture.mu.device)  # (k, B)
-        rows = torch.arange(mixture.mu.shape[1], device=mixture.mu.device)
-        mu, logvar = mixture.mu[index, rows], mixture.logvar[index, rows]  # (k, B, D)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
-        z = mu + torch.exp(0.5 * logvar) * eps
+        z = reparameterize(*mixture.component(index.to(mixture.mu.device)), generator)  # (k, B, D)
         ll = model.log_likelihoods(model.decode(z, wanted), x)[wanted].sum(dim=0)  # (k, B)
         pieces.append(ll + standard_normal_log_prob(z) - mixture.log_prob(z))
     log_w = torch.cat(pieces)  # (K, B)
