@@ -1,11 +1,23 @@
-"""Evaluation: modality classifiers, coherence, latent probes and importance-sampled likelihoods."""
+"""Evaluation: modality classifiers, coherence, latent probes, Frechet distances and importance-sampled
+likelihoods, and the suite that writes them all as tidy tables."""
 
 from .classifiers import ModalityClassifiers, accuracy, load_classifiers, predict, train_classifiers
 from .coherence import coherence_by_num_inputs, conditional_coherence, random_coherence
+from .frechet import frechet_classifier_distance, frechet_distance, inception_frechet_distance
 from .latent import latent_probe, subset_means
 from .likelihood import conditional_log_likelihood, log_likelihood
+from .published import published_rows
+from .suite import SuiteOptions, evaluate_model, read_tables, write_tables
 
 __all__ = [
+    "SuiteOptions",
+    "evaluate_model",
+    "frechet_classifier_distance",
+    "frechet_distance",
+    "inception_frechet_distance",
+    "published_rows",
+    "read_tables",
+    "write_tables",
     "ModalityClassifiers",
     "accuracy",
     "coherence_by_num_inputs",

@@ -1,8 +1,10 @@
-"""Evaluate a trained run: ``python -m mopoe_lib.evaluation <run folder> [--test-samples N] [--out FILE]``.
+"""Evaluate a model: ``python -m mopoe_lib.evaluation <run folder | shipped model name> [options]``.
 
-Computes conditional coherence for every subset and target (tidy rows), its mean by number of inputs, random
-coherence and the latent probes, with the shipped classifiers, and writes them as JSON (with the run's
-config and progress) to ``--out`` (default ``<run folder>/evaluation.json``).
+Runs the whole metric suite (:mod:`.suite`: conditional coherence for every subset and target, random
+coherence, latent probes, Frechet distance in classifier features, importance-sampled likelihoods) with the
+shipped classifiers, and writes tidy CSV tables plus ``evaluation.json`` (with the model's config, progress
+and the options) to ``--out`` (default: ``<run folder>/evaluation/``, or ``data/pretrained/<name>/evaluation/``
+for a shipped model).
 """
 
 from __future__ import annotations
@@ -14,51 +16,62 @@ from pathlib import Path
 
 import torch
 
-from ..data.integrity import DataError, read_json, write_json
+from ..data.integrity import DataError, read_json
 from ..data.polymnist import load_polymnist
+from ..pretrained import find_pretrained, load_pretrained
 from ..train import CheckpointError, latest_checkpoint, load_run
-from . import coherence_by_num_inputs, conditional_coherence, latent_probe, load_classifiers, random_coherence
-from .classifiers import classifier_dir
+from .classifiers import classifier_dir, load_classifiers
+from .suite import SuiteOptions, evaluate_model, write_tables
+
+
+def _load(source: str):
+    """(model, config, progress, default output folder) of a run folder or a shipped model."""
+    path = Path(source)
+    if path.is_dir() and (path / "config.json").is_file() and latest_checkpoint(path) is not None:
+        model, config = load_run(path)
+        progress = read_json(latest_checkpoint(path) / "state.json")["progress"]  # type: ignore[operator]
+        return model, config, progress, path / "evaluation"
+    folder = find_pretrained(source)
+    if folder is None:
+        raise CheckpointError(f"{source!r} is neither a run folder with a checkpoint nor a shipped model "
+                              "(list them with `python -m mopoe_lib.pretrained list`)")
+    model, config, _ = load_pretrained(source)
+    return model, config, read_json(folder / "config.json").get("progress"), folder / "evaluation"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mopoe_lib.evaluation", description=__doc__)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--test-samples", type=int, default=2000)
+    parser = argparse.ArgumentParser(prog="python -m mopoe_lib.evaluation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="a run folder, or the name of a shipped model (data/pretrained/<name>)")
+    defaults = SuiteOptions()
+    parser.add_argument("--test-samples", type=int, default=defaults.test_samples)
+    parser.add_argument("--probe-train", type=int, default=defaults.probe_train)
+    parser.add_argument("--likelihood-points", type=int, default=defaults.likelihood_points)
+    parser.add_argument("--likelihood-samples", type=int, default=defaults.likelihood_samples, help="K")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    options = SuiteOptions(args.test_samples, args.probe_train, args.likelihood_points, args.likelihood_samples,
+                           args.seed)
     try:
-        model, config = load_run(args.run_dir)
+        model, config, progress, default_out = _load(args.source)
         classifiers = load_classifiers()
-    except (CheckpointError, DataError) as exc:
+    except (CheckpointError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     start = time.perf_counter()
     train = load_polymnist("train", config.data_variant, seed=config.data_seed)
     test = load_polymnist("test", config.data_variant, seed=config.data_seed)
-    test = test.subset(torch.arange(min(args.test_samples, len(test))))
-    rows = conditional_coherence(model, classifiers, test)
-    by_inputs = coherence_by_num_inputs(rows)
-    probes = latent_probe(model, train, test)
-    result = {
-        "run": str(args.run_dir), "config": config.to_dict(),
-        "checkpoint": latest_checkpoint(args.run_dir).name,  # type: ignore[union-attr]
-        "progress": read_json(latest_checkpoint(args.run_dir) / "state.json")["progress"],  # type: ignore[operator]
-        "test_samples": len(test), "coherence_by_num_inputs": by_inputs,
-        "random_coherence": random_coherence(model, classifiers, num_samples=args.test_samples),
-        "latent_probe_by_num_inputs": {k: sum(r["accuracy"] for r in probes if r["num_inputs"] == k)
-                                       / sum(1 for r in probes if r["num_inputs"] == k)
-                                       for k in sorted({r["num_inputs"] for r in probes})},
-        "coherence": rows, "latent_probe": probes,
-        "classifier_test_accuracy": read_json(classifier_dir() / "classifiers.json")["test_accuracy"],
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    out = args.out or args.run_dir / "evaluation.json"
-    write_json(out, result)
-    print("coherence by number of inputs:", {k: round(v, 3) for k, v in by_inputs.items()})
-    probe = {k: round(v, 3) for k, v in result["latent_probe_by_num_inputs"].items()}
-    print("latent probe by number of inputs:", probe)
-    print(f"random coherence: {result['random_coherence']:.3f} -> {out}")
+    joint = config.make_objective().subsets(model.num_modalities, torch.Generator().manual_seed(args.seed))
+    tables = evaluate_model(model, joint, classifiers, train, test, options, progress=not args.no_progress)
+    meta = {"source": args.source, "config": config.to_dict(), "progress": progress,
+            "classifier_test_accuracy": read_json(classifier_dir() / "classifiers.json")["test_accuracy"],
+            "torch": torch.__version__, "seconds": round(time.perf_counter() - start, 1)}
+    out = write_tables(tables, args.out or default_out, meta, options)
+    for row in tables["summary"]:
+        print(f"{row['metric']:24s} inputs={row['num_inputs']}  {row['value']:.4g}")
+    print(f"-> {out}")
     return 0
 
 
