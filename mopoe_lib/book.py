@@ -55,6 +55,49 @@ def _env(name: str, value: str) -> Iterator[None]:
             os.environ[name] = old
 
 
+def _slice_waits(channel, step: float = 0.5) -> None:
+    """Make ``channel.get_msg(timeout)`` wait in short slices.
+
+    Seen here with nbclient 0.11 / pyzmq: a reply that arrives while nbclient awaits it is sometimes not
+    noticed until the wait's whole timeout (600 s) has passed: the asyncio wake-up for the socket is missed
+    (edge-triggered notification). Polling again every ``step`` seconds finds the queued message at once.
+    """
+    if getattr(channel, "_mopoe_sliced", False):
+        return
+    from queue import Empty
+
+    from jupyter_core.utils import ensure_async
+
+    original = channel.get_msg
+
+    async def get_msg(timeout: float | None = None, **kwargs):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = step if deadline is None else max(0.0, min(step, deadline - time.monotonic()))
+            try:
+                return await ensure_async(original(timeout=wait, **kwargs))
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    channel.get_msg = get_msg
+    channel._mopoe_sliced = True
+
+
+def _client_class():
+    from nbclient import NotebookClient
+
+    class SlicedWaitClient(NotebookClient):
+        """nbclient's client with short, repeated waits on the kernel's shell and iopub channels."""
+
+        async def async_execute_cell(self, *args, **kwargs):
+            _slice_waits(self.kc.shell_channel)
+            _slice_waits(self.kc.iopub_channel)
+            return await super().async_execute_cell(*args, **kwargs)
+
+    return SlicedWaitClient
+
+
 def execute_chapter(path: Path, mode: str = "fast", timeout: int | None = 1800):  # -> nbformat.NotebookNode
     """Execute one chapter top to bottom in a fresh kernel and return the executed notebook.
 
@@ -62,14 +105,13 @@ def execute_chapter(path: Path, mode: str = "fast", timeout: int | None = 1800):
     figures. Raises :class:`ChapterError` at the first failing cell.
     """
     import jupytext
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     notebook = jupytext.read(path)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    client = _client_class()(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     with _env(MODE_ENV, mode), _env("MPLBACKEND", "module://matplotlib_inline.backend_inline"):
         try:

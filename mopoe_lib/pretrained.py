@@ -19,7 +19,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
-from .config import ExperimentConfig, build_model
+from .config import ExperimentConfig, build_model, get_config
 from .data.integrity import ChecksumError, read_json, sha256_file, verify_file, write_json
 from .model import MultimodalVAE
 from .settings import data_dir, repo_root
@@ -109,6 +109,19 @@ def load_or_train(config: ExperimentConfig, use_pretrained: bool = True, pretrai
     result = train(config, run_dir, progress=progress)
     print(f"{config.name}: trained from scratch in {run_dir}")
     return Loaded(result.model.eval(), config, result.metrics, "trained", run_dir)
+
+
+BOOK_MODELS = ("mvae", "mmvae", "mopoe")
+
+
+def book_models(scale: str = "fast", use_pretrained: bool = True, seed: int = 0, models: tuple[str, ...] = BOOK_MODELS,
+                progress: bool = True) -> dict[str, Loaded]:
+    """The models the book's chapters share: for each of ``models``, the shipped ``polymnist-compact-<model>``
+    when present and allowed, else the run of ``polymnist-<scale>-<model>`` (chapter 2 trains them; loaded
+    from ``runs/`` when finished, trained or resumed otherwise)."""
+    return {name: load_or_train(get_config(f"polymnist-{scale}-{name}", seed=seed), use_pretrained=use_pretrained,
+                                pretrained_name=f"polymnist-compact-{name}", progress=progress)
+            for name in models}
 
 
 def export(run_dir: Path, name: str | None = None, command: str = "") -> Path:

@@ -4,7 +4,7 @@ likelihoods, and the suite that writes them all as tidy tables."""
 from .classifiers import ModalityClassifiers, accuracy, load_classifiers, predict, train_classifiers
 from .coherence import coherence_by_num_inputs, conditional_coherence, random_coherence
 from .frechet import frechet_classifier_distance, frechet_distance, inception_frechet_distance
-from .latent import latent_probe, subset_means
+from .latent import latent_probe, subset_means, subset_posteriors
 from .likelihood import conditional_log_likelihood, log_likelihood
 from .published import published_rows
 from .suite import SuiteOptions, evaluate_model, read_tables, write_tables
@@ -29,5 +29,6 @@ __all__ = [
     "predict",
     "random_coherence",
     "subset_means",
+    "subset_posteriors",
     "train_classifiers",
 ]

@@ -50,7 +50,8 @@ class ModalityClassifiers(nn.Module):
 
     def embed(self, xs: Sequence[Tensor]) -> Tensor:
         """The 128-d penultimate features ``(M, B, 128)`` (used for the feature-space Frechet distance)."""
-        h = self.features(torch.cat(list(xs), dim=1))
+        # channels_last: about 2x faster grouped convolutions on CPU (oneDNN), same results up to rounding
+        h = self.features(torch.cat(list(xs), dim=1).contiguous(memory_format=torch.channels_last))
         h = h.reshape(h.shape[0], self.num_modalities, 980).transpose(0, 1)
         return F.relu(self.hidden(h))
 

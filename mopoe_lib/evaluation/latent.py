@@ -16,16 +16,23 @@ from ..model import MultimodalVAE
 
 
 @torch.no_grad()
+def subset_posteriors(model: MultimodalVAE, data: MultimodalDataset, subsets: torch.Tensor,
+                      batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused posterior ``(mu, logvar)`` of every subset for every sample: ``(K, N, D)`` each."""
+    model.eval()
+    device = next(model.parameters()).device
+    mus, logvars = [], []
+    for batch in data.batches(batch_size):
+        mu, logvar = model.fuse(model.encode([x.to(device) for x in batch.x]), subsets)
+        mus.append(mu.cpu())
+        logvars.append(logvar.cpu())
+    return torch.cat(mus, dim=1), torch.cat(logvars, dim=1)
+
+
 def subset_means(model: MultimodalVAE, data: MultimodalDataset, subsets: torch.Tensor,
                  batch_size: int = 500) -> torch.Tensor:
     """Posterior means of every subset for every sample: ``(K, N, D)``."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for batch in data.batches(batch_size):
-        fused_mu, _ = model.fuse(model.encode([x.to(device) for x in batch.x]), subsets)
-        out.append(fused_mu.cpu())
-    return torch.cat(out, dim=1)
+    return subset_posteriors(model, data, subsets, batch_size)[0]
 
 
 def latent_probe(model: MultimodalVAE, train: MultimodalDataset, test: MultimodalDataset,
