@@ -13,12 +13,13 @@ PY    := $(VENV)/bin/python
 # The stamp's name depends on TORCH, so changing TORCH reinstalls.
 STAMP := $(VENV)/.installed-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
 
-.PHONY: venv data book test lint clean help
+.PHONY: venv data book test lint bench clean help
 
 help:
 	@echo "make book [MODE=fast|full]  build and execute the book"
 	@echo "make test                   lint + tests (CI)"
 	@echo "make data [MODE=...]        generate PolyMNIST for the mode"
+	@echo "make bench                  speed benchmarks (not tests; run on a quiet machine)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,16 @@ lint: venv
 test: venv lint
 	$(PY) -m mopoe_lib.data polymnist --variant fast
 	$(PY) -m pytest
+
+# Benchmarks print ratios measured in one run; results (with machine, torch version, date) go to
+# benchmarks/results/. They are not part of the tests: run them on a quiet machine.
+bench: venv
+	$(PY) -m mopoe_lib.data polymnist --variant fast
+	$(PY) benchmarks/train_throughput.py --model all --precision fp32
+	$(PY) benchmarks/train_throughput.py --model all --precision fp32 --channels-last
+	$(PY) benchmarks/train_throughput.py --model mopoe --precision fp32 --data
+	$(PY) benchmarks/fusion_scaling.py
+	$(PY) benchmarks/polymnist_generation.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,173 @@
+"""Time full training steps (forward, backward, Adam) of MoPoE, MVAE, MMVAE and the bare networks.
+
+    python benchmarks/train_throughput.py --model mopoe --batch 256 [--precision fp32|bf16]
+    python benchmarks/train_throughput.py --model all            # every model, ratios to networks-only
+
+Workload (issue #9, REFERENCE.md): PolyMNIST-shaped batches (5 modalities 3x28x28), the paper's conv networks
+(``--arch paper``, latent 512) or the book's compact ones, Laplace 0.75, beta 2.5, Adam 5e-4. ``networks-only``
+runs the same 5 encoders and 5 decoders with one z per row and a plain VAE loss: the practical limit of the
+architecture. ``--data`` draws every batch from the FAST PolyMNIST set (uint8 -> float per batch) instead of
+reusing one fixed batch, to show what data handling costs.
+
+The machine's matmul peak (fp32 and bf16, 2048x2048) is measured in the same run, and achieved GFLOP/s (FLOPs
+of one step counted by ``torch.utils.flop_counter``) are reported against it. The last line printed is
+``<model> samples_per_s=<float> ms_per_step=<float>``; results go to ``benchmarks/results/`` as JSON with the
+machine, torch version and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mopoe_lib.config import ARCHITECTURES, build_model, get_config
+from mopoe_lib.data.dataset import MultimodalDataset
+from mopoe_lib.fusion import kl_to_standard_normal, reparameterize
+
+MODELS = ("networks-only", "mopoe", "mvae", "mmvae")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best-of GFLOP/s of a square matmul in ``dtype``."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def make_step(name: str, arch: str, latent: int, lr: float, channels_last: bool, precision: str):
+    """A closure running one training step on a batch, and the model (for parameter counts)."""
+    objective_name = "mopoe" if name == "networks-only" else name
+    config = get_config(f"polymnist-full-{objective_name}", architecture=arch, latent_dim=latent, lr=lr)
+    torch.manual_seed(0)
+    model = build_model(config)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    objective = config.make_objective()
+    generator = torch.Generator().manual_seed(0)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+
+    def networks_only_loss(x):
+        mu, logvar = model.encode(x)  # (M, B, D)
+        mu, logvar = mu.mean(0), logvar.mean(0)  # one z per row, no fusion: the networks' own cost
+        z = reparameterize(mu, logvar, generator)
+        recon = model.log_likelihoods(model.decode(z), x).sum(0)  # (B,)
+        return (-(recon - config.beta * kl_to_standard_normal(mu, logvar))).mean()
+
+    def step(x) -> None:
+        with autocast():
+            loss = networks_only_loss(x) if name == "networks-only" else objective(model, x, generator=generator).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, model
+
+
+def batches(batch: int, use_data: bool, channels_last: bool):
+    """An endless iterator of 5-modality float batches (fixed, or drawn from the FAST data set)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if not use_data:
+        g = torch.Generator().manual_seed(0)
+        fixed = [torch.rand(batch, 3, 28, 28, generator=g).contiguous(memory_format=fmt) for _ in range(5)]
+        while True:
+            yield fixed
+    from mopoe_lib.data import load_polymnist
+
+    data: MultimodalDataset = load_polymnist("train", "fast")
+    epoch = 0
+    while True:
+        for b in data.batches(batch, shuffle=True, generator=torch.Generator().manual_seed(epoch), drop_last=True):
+            yield [x.contiguous(memory_format=fmt) for x in b.x]
+        epoch += 1
+
+
+def measure(name: str, args: argparse.Namespace) -> dict:
+    step, model = make_step(name, args.arch, args.latent, args.lr, args.channels_last, args.precision)
+    source = batches(args.batch, args.data, args.channels_last)
+    x = next(source)
+    with FlopCounterMode(display=False) as counter:
+        step(x)
+    flops = counter.get_total_flops()
+    for _ in range(args.warmup):
+        step(next(source))
+    times = []
+    for _ in range(args.steps):
+        x = next(source)
+        start = time.perf_counter()
+        step(x)
+        times.append(time.perf_counter() - start)
+    ms = 1000 * statistics.median(times)
+    return {"model": name, "ms_per_step": ms, "samples_per_s": args.batch / ms * 1000,
+            "gflop_per_step": flops / 1e9, "gflop_per_s": flops / 1e9 / (ms / 1000),
+            "ms_per_step_iqr": [1000 * q for q in statistics.quantiles(times, n=4)[::2]] if len(times) > 1 else None,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=(*MODELS, "all"), default="all")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default="paper")
+    parser.add_argument("--latent", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--data", action="store_true", help="draw batches from the FAST data set")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/...)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak fp32 {peaks['fp32']:.0f} "
+          f"GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
+    names = MODELS if args.model == "all" else (args.model,)
+    rows = []
+    for name in names:
+        row = measure(name, args)
+        row["fraction_of_peak"] = row["gflop_per_s"] / peaks[args.precision]
+        rows.append(row)
+        print(f"  {name:14s} {row['ms_per_step']:8.1f} ms/step {row['samples_per_s']:8.1f} samples/s "
+              f"{row['gflop_per_s']:7.1f} GFLOP/s ({100 * row['fraction_of_peak']:.0f}% of {args.precision} peak)")
+    base = next((r for r in rows if r["model"] == "networks-only"), None)
+    if base is not None and len(rows) > 1:
+        for row in rows[1:]:
+            row["ratio_to_networks_only"] = row["ms_per_step"] / base["ms_per_step"]
+            print(f"  {row['model']:14s} step = {row['ratio_to_networks_only']:.2f} x networks-only")
+    tag = f"{args.model}-{args.arch}-{args.precision}-b{args.batch}" + ("-cl" if args.channels_last else "") \
+        + ("-data" if args.data else "")
+    out = args.out or RESULTS / f"train_throughput-{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "train_throughput",
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "rows": rows, "matmul_peak_gflops": peaks, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count()},
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(),
+    }, indent=2) + "\n")
+    last = rows[-1]
+    print(f"{last['model']} samples_per_s={last['samples_per_s']:.1f} ms_per_step={last['ms_per_step']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
