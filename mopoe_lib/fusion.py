@@ -179,6 +179,10 @@ def product_of_experts(
     precision = (member @ weights.reshape(num_modalities, -1)).reshape(-1, batch, dim)  # (K, B, D) * e^-shift
     precision = precision + prior[:, None, None] * torch.exp(-shift)
     weighted_mu = (member @ (weights * mu.to(work)).reshape(num_modalities, -1)).reshape(-1, batch, dim)
+    if available is None:
+        # every subset has an expert, and in float64 its shifted precision cannot underflow for variances that
+        # float32 can represent (log-precisions differ by < 180, exp(-180) >> 1e-308): no empty case to mask
+        return (weighted_mu / precision).to(out_dtype), (-(torch.log(precision) + shift)).to(out_dtype)
     empty = precision <= 0
     safe = torch.where(empty, torch.ones_like(precision), precision)
     fused_mu = torch.where(empty, torch.zeros_like(safe), weighted_mu / safe)
