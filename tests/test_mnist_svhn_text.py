@@ -1,0 +1,102 @@
+"""MNIST-SVHN-Text building blocks: the text codec, the SVHN .mat loader and the pairing of the paper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mopoe_lib.data import ChecksumError, MissingDataError
+from mopoe_lib.data.svhn import load_svhn, pair_by_label
+from mopoe_lib.data.text import (
+    ALPHABET,
+    DIGIT_WORDS,
+    SEQUENCE_LENGTH,
+    decode,
+    digit_text_indices,
+    digit_texts,
+    encode,
+    encode_indices,
+    text_to_digit,
+)
+
+UNIQUE = sorted(set(ALPHABET))
+
+
+def test_alphabet_has_the_papers_size():
+    assert len(ALPHABET) == 71 and len(UNIQUE) == 70 and ALPHABET.count("-") == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=UNIQUE, max_size=SEQUENCE_LENGTH), min_size=1, max_size=8))
+def test_codec_round_trip(texts):
+    one_hot = encode(texts)
+    assert one_hot.shape == (len(texts), SEQUENCE_LENGTH, 71)
+    assert torch.equal(one_hot.sum(-1), torch.ones(len(texts), SEQUENCE_LENGTH))
+    padded = [t.ljust(SEQUENCE_LENGTH) for t in texts]
+    assert decode(one_hot) == padded
+    assert decode(encode_indices(texts)) == padded
+    assert decode(one_hot * 5.0 - 1.0) == padded  # logits decode by argmax
+
+
+def test_codec_rejects_what_it_cannot_encode():
+    with pytest.raises(ValueError, match="not in the alphabet"):
+        encode(["Seven"])
+    with pytest.raises(ValueError, match="longer than 8"):
+        encode(["ninety-nine"])
+
+
+def test_digit_texts_are_deterministic_and_name_the_digit():
+    labels = torch.arange(10).repeat(50)
+    a = digit_texts(labels, torch.Generator().manual_seed(3))
+    b = digit_texts(labels, torch.Generator().manual_seed(3))
+    c = digit_texts(labels, torch.Generator().manual_seed(4))
+    assert a == b and a != c
+    assert all(len(t) == SEQUENCE_LENGTH and t.endswith(" ") for t in a)
+    assert torch.equal(text_to_digit(a), labels)
+    for digit, word in enumerate(DIGIT_WORDS):  # every allowed offset occurs, and no other
+        offsets = {t.index(word) for t, y in zip(a, labels.tolist(), strict=True) if y == digit}
+        assert offsets == set(range(SEQUENCE_LENGTH - len(word)))
+    assert torch.equal(digit_text_indices(labels, torch.Generator().manual_seed(3)), encode_indices(a))
+
+
+def _write_mat(path, labels, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (32, 32, 3, len(labels)), dtype=np.uint8)
+    scipy.io.savemat(str(path), {"X": x, "y": np.asarray(labels, dtype=np.uint8).reshape(-1, 1)})
+    return x
+
+
+def test_svhn_mat_loader_maps_label_10_to_0_and_checks_md5(tmp_path):
+    labels = [10, 1, 2, 10, 9, 5]
+    x = _write_mat(tmp_path / "train_32x32.mat", labels)
+    images, y = load_svhn("train", root=tmp_path, md5=None)
+    assert images.dtype == torch.uint8 and images.shape == (6, 3, 32, 32)
+    assert y.tolist() == [0, 1, 2, 0, 9, 5]
+    assert np.array_equal(images[4].numpy(), np.transpose(x[:, :, :, 4], (2, 0, 1)))  # HWC -> CHW, sample last
+    with pytest.raises(ChecksumError):
+        load_svhn("train", root=tmp_path)  # the official checksum does not match a fixture
+    with pytest.raises(MissingDataError, match="test_32x32.mat") as info:
+        load_svhn("test", root=tmp_path)
+    assert "ufldl.stanford.edu" in str(info.value)
+    with pytest.raises(ValueError, match="choose one of"):
+        load_svhn("extra", root=tmp_path)
+
+
+def test_pairing_is_deterministic_label_consistent_and_sized_like_the_paper():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 10, (500,), generator=g), torch.randint(0, 10, (700,), generator=g)
+    ia, ib = pair_by_label(a, b, multiplicity=20, seed=1)
+    ja, jb = pair_by_label(a, b, multiplicity=20, seed=1)
+    assert torch.equal(ia, ja) and torch.equal(ib, jb)
+    assert not torch.equal(ia, pair_by_label(a, b, multiplicity=20, seed=2)[0])
+    assert torch.equal(a[ia], b[ib])
+    per_digit = [min(int((a == d).sum()), int((b == d).sum())) for d in range(10)]
+    assert len(ia) == 20 * sum(per_digit)
+    counts = torch.bincount(ia, minlength=500)  # the smaller side: every used item appears 20 times
+    assert set(counts[counts > 0].tolist()) == {20}
+    small = pair_by_label(a, b, multiplicity=1, max_per_digit=3, seed=0)[0]
+    assert len(small) == 30
