@@ -100,3 +100,18 @@ def test_pairing_is_deterministic_label_consistent_and_sized_like_the_paper():
     assert set(counts[counts > 0].tolist()) == {20}
     small = pair_by_label(a, b, multiplicity=1, max_per_digit=3, seed=0)[0]
     assert len(small) == 30
+
+
+def test_street_digits_are_deterministic_varied_and_colour():
+    from mopoe_lib.data.street_digits import FONT_FILES, generate_street_digits, glyph_atlas
+
+    atlas = glyph_atlas()
+    assert atlas.shape == (len(FONT_FILES), 10, 64, 64) and atlas.amax(dim=(2, 3)).min() > 0.9  # every glyph has ink
+    x, y = generate_street_digits(400, seed=5)
+    x2, y2 = generate_street_digits(400, seed=5)
+    x3, _ = generate_street_digits(400, seed=6)
+    assert torch.equal(x, x2) and torch.equal(y, y2) and not torch.equal(x, x3)
+    assert x.shape == (400, 3, 32, 32) and x.dtype == torch.uint8 and set(y.tolist()) == set(range(10))
+    colour = x.float().mean(dim=(2, 3))  # (N, 3) mean colour per image
+    assert colour.std(dim=0).min() > 20  # backgrounds vary widely in every channel
+    assert (x.float().amax(dim=(1, 2, 3)) - x.float().amin(dim=(1, 2, 3))).min() > 40  # every image has contrast
