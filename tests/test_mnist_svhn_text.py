@@ -115,3 +115,44 @@ def test_street_digits_are_deterministic_varied_and_colour():
     colour = x.float().mean(dim=(2, 3))  # (N, 3) mean colour per image
     assert colour.std(dim=0).min() > 20  # backgrounds vary widely in every channel
     assert (x.float().amax(dim=(1, 2, 3)) - x.float().amin(dim=(1, 2, 3))).min() > 40  # every image has contrast
+
+
+def test_triples_share_the_label_and_the_three_objectives_run_unchanged(tmp_path):
+    from mopoe_lib.data.mnist_svhn_text import load_mnist_svhn_text
+    from mopoe_lib.data.text import decode, text_to_digit
+    from mopoe_lib.likelihoods import Categorical, Laplace
+    from mopoe_lib.model import MultimodalVAE
+    from mopoe_lib.networks.mnist_svhn_text import (
+        MNISTDecoder,
+        MNISTEncoder,
+        SVHNDecoder,
+        SVHNEncoder,
+        TextDecoder,
+        TextEncoder,
+    )
+    from mopoe_lib.objectives import make_objective
+
+    data = load_mnist_svhn_text("test", "fast", seed=0)
+    again = load_mnist_svhn_text("test", "fast", seed=0)
+    assert data.names == ("mnist", "svhn", "text") and len(data) == len(again) > 1000
+    batch, batch2 = data.get_batch(torch.arange(300)), again.get_batch(torch.arange(300))
+    assert all(torch.equal(a, b) for a, b in zip(batch.x, batch2.x, strict=True))
+    assert batch.x[0].shape == (300, 1, 28, 28) and batch.x[1].shape == (300, 3, 32, 32)
+    assert batch.x[2].dtype == torch.int64 and batch.x[2].shape == (300, 8)
+    assert torch.equal(text_to_digit(decode(batch.x[2])), batch.label)  # the text names the label
+    mnist_rows, svhn_rows = data.index[0], data.index[1]
+    assert len(set(mnist_rows.tolist())) <= 1000 and len(set(svhn_rows.tolist())) <= 2000
+    small = data.subset(torch.arange(10))
+    assert torch.equal(small.get_batch(torch.arange(10)).x[1], data.get_batch(torch.arange(10)).x[1])
+
+    torch.manual_seed(0)
+    encoders, decoders = [MNISTEncoder(), SVHNEncoder(), TextEncoder()], [MNISTDecoder(), SVHNDecoder(), TextDecoder()]
+    model = MultimodalVAE(encoders, decoders, [Laplace(0.75), Laplace(0.75), Categorical()], latent_dim=20,
+                          names=data.names,
+                          recon_weights=[3072 / 784, 1.0, 3072 / 8])
+    for name in ("mvae", "mmvae", "mopoe"):
+        out = make_objective(name)(model, batch, generator=torch.Generator().manual_seed(0))
+        out.loss.backward()
+        assert torch.isfinite(out.loss) and out.recon.shape == (3,)
+    generated = model.generate(batch.x, ["text"], generator=torch.Generator().manual_seed(0))
+    assert generated[0].shape == (300, 1, 28, 28) and generated[2].shape == (300, 8, 71)

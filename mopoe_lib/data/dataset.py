@@ -51,6 +51,9 @@ class MultimodalDataset:
         labels: ``(N,)`` integer labels shared by all modalities.
         names: one name per modality (default ``m0, m1, ...``).
         available: optional ``(N, M)`` bool mask; ``False`` marks a modality missing for that sample.
+        index: optional, one ``(N,)`` int64 tensor (or ``None``) per modality: sample i uses row
+            ``index[m][i]`` of modality m's storage. Pairings that reuse items (MNIST-SVHN: each image in about
+            20 pairs) are then stored once; batches gather the rows.
     """
 
     def __init__(
@@ -59,13 +62,20 @@ class MultimodalDataset:
         labels: Tensor,
         names: Sequence[str] | None = None,
         available: Tensor | None = None,
+        index: Sequence[Tensor | None] | None = None,
     ) -> None:
         if len(modalities) == 0:
             raise ValueError("a MultimodalDataset needs at least one modality")
         n = int(labels.shape[0])
-        for m, x in enumerate(modalities):
-            if x.shape[0] != n:
+        index = tuple(index) if index is not None else (None,) * len(modalities)
+        if len(index) != len(modalities):
+            raise ValueError(f"{len(index)} index tensors for {len(modalities)} modalities")
+        for m, (x, rows) in enumerate(zip(modalities, index, strict=True)):
+            if rows is None and x.shape[0] != n:
                 raise ValueError(f"modality {m} has {x.shape[0]} samples but there are {n} labels")
+            out_of_range = rows is not None and n > 0 and (int(rows.min()) < 0 or int(rows.max()) >= x.shape[0])
+            if rows is not None and (rows.shape != (n,) or out_of_range):
+                raise ValueError(f"index of modality {m} must have shape ({n},) with rows in [0, {x.shape[0]})")
         names = tuple(names) if names is not None else tuple(f"m{m}" for m in range(len(modalities)))
         if len(names) != len(modalities):
             raise ValueError(f"{len(names)} names for {len(modalities)} modalities")
@@ -76,6 +86,7 @@ class MultimodalDataset:
             if not bool(available.any(dim=1).all()):
                 raise ValueError("every sample needs at least one available modality")
         self.modalities = tuple(modalities)
+        self.index = index
         self.labels = labels.long()
         self.names = names
         self.available = available
@@ -96,29 +107,32 @@ class MultimodalDataset:
         """Gather the samples at ``index`` as a float :class:`Batch` (works with a DataLoader too)."""
         if not isinstance(index, slice):
             index = torch.as_tensor(index, dtype=torch.long)
-        x = tuple(to_float(m[index]) for m in self.modalities)
+        x = tuple(to_float(m[index] if rows is None else m[rows[index]])
+                  for m, rows in zip(self.modalities, self.index, strict=True))
         available = None if self.available is None else self.available[index].T.contiguous()
         return Batch(x, self.labels[index], available)
 
     __getitem__ = get_batch
 
     def subset(self, index: Tensor | Sequence[int]) -> MultimodalDataset:
-        """A new dataset holding only the samples at ``index`` (copies the selected rows)."""
+        """A new dataset holding only the samples at ``index`` (copies the selected rows, or the index maps)."""
         index = torch.as_tensor(index, dtype=torch.long)
         return MultimodalDataset(
-            [m[index] for m in self.modalities], self.labels[index], self.names,
-            None if self.available is None else self.available[index],
+            [m[index] if rows is None else m for m, rows in zip(self.modalities, self.index, strict=True)],
+            self.labels[index], self.names, None if self.available is None else self.available[index],
+            [None if rows is None else rows[index] for rows in self.index],
         )
 
     def with_availability(self, available: Tensor | None) -> MultimodalDataset:
         """The same data with another availability mask (``None`` for all present)."""
-        return MultimodalDataset(self.modalities, self.labels, self.names, available)
+        return MultimodalDataset(self.modalities, self.labels, self.names, available, self.index)
 
     def to(self, device: torch.device | str) -> MultimodalDataset:
         """Move the stored (uint8) tensors to ``device``; batches are then produced there."""
         return MultimodalDataset(
             [m.to(device) for m in self.modalities], self.labels.to(device), self.names,
             None if self.available is None else self.available.to(device),
+            [None if rows is None else rows.to(device) for rows in self.index],
         )
 
     def batches(
