@@ -11,7 +11,9 @@ scale       what it is
             Adam 5e-4, batch 256, 300 epochs (a GPU job)
 ==========  =====================================================================================
 
-for each model ``mopoe``, ``mvae`` and ``mmvae``. Any field can be overridden, e.g.
+for each model ``mopoe``, ``mvae`` and ``mmvae``; and ``mst-<fast|full>-<model>`` for MNIST-SVHN-Text (the
+official networks, latent 20, Adam 1e-3; FAST on the offline street-digit stand-in; ``data_source=svhn`` for
+the real SVHN). Any field can be overridden, e.g.
 ``get_config("polymnist-fast-mopoe", epochs=2, lr=1e-3)`` or ``--set epochs=2`` on the command line.
 """
 
@@ -33,6 +35,10 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "compact": {"channels": (16, 32, 64), "hidden_dim": 256},
 }
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
+#: data set -> its architectures (the first is the default)
+DATASETS: dict[str, tuple[str, ...]] = {"polymnist": ("compact", "paper"), "mnist-svhn-text": ("mst",)}
+#: MNIST-SVHN-Text reconstruction weights (REFERENCE.md): numel(SVHN) / numel(modality), text as 8 symbols
+MST_RECON_WEIGHTS = (3072 / 784, 1.0, 3072 / 8)
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
@@ -59,6 +65,7 @@ class ExperimentConfig:
     # data
     dataset: str = "polymnist"
     data_variant: str = "fast"
+    data_source: str = ""  # mnist-svhn-text: "street" (offline stand-in, default) or "svhn" (real SVHN)
     data_seed: int = 0
     train_subset: int = 0  # use only the first n training tuples (0: all)
     # model
@@ -95,14 +102,15 @@ class ExperimentConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.architecture not in DATASETS[self.dataset]:
+            raise ValueError(f"unknown architecture {self.architecture!r} for {self.dataset}; choose one of "
+                             f"{', '.join(DATASETS[self.dataset])}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.dataset != "polymnist":
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of polymnist")
         get_likelihood(self.likelihood)  # raises with the valid names
         if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
             raise ValueError("batch_size and lr must be positive and epochs non-negative")
@@ -139,6 +147,17 @@ def check_fields(names: Any) -> None:
 def build_model(config: ExperimentConfig, num_modalities: int = 5,
                 names: tuple[str, ...] | None = None) -> MultimodalVAE:
     """The model a config describes (random initialisation from the current torch seed)."""
+    if config.dataset == "mnist-svhn-text":
+        from .networks import mnist_svhn_text as nets
+
+        d = config.latent_dim
+        image = {"scale": config.likelihood_scale}
+        return MultimodalVAE([nets.MNISTEncoder(d), nets.SVHNEncoder(d), nets.TextEncoder(d)],
+                             [nets.MNISTDecoder(d), nets.SVHNDecoder(d), nets.TextDecoder(d)],
+                             [get_likelihood("laplace", **image), get_likelihood("laplace", **image),
+                              get_likelihood("categorical")], d, names=names or ("mnist", "svhn", "text"),
+                             recon_weights=MST_RECON_WEIGHTS,
+                             prior_expert=config.resolved_prior_expert)  # type: ignore[arg-type]
     arch = ARCHITECTURES[config.architecture]
     encoder = GroupedConvEncoder(num_modalities, config.latent_dim, arch["channels"], arch["hidden_dim"])
     decoder = GroupedConvDecoder(num_modalities, config.latent_dim, tuple(reversed(arch["channels"])))
@@ -146,6 +165,17 @@ def build_model(config: ExperimentConfig, num_modalities: int = 5,
     likelihoods = [get_likelihood(config.likelihood, **scale) for _ in range(num_modalities)]
     return MultimodalVAE(encoder, decoder, likelihoods, config.latent_dim, names=names,
                          prior_expert=config.resolved_prior_expert)  # type: ignore[arg-type]
+
+
+def load_dataset(config: ExperimentConfig, split: str):  # -> MultimodalDataset
+    """The ``split`` (``"train"``/``"test"``) of the config's data set and variant."""
+    if config.dataset == "mnist-svhn-text":
+        from .data.mnist_svhn_text import load_mnist_svhn_text
+
+        return load_mnist_svhn_text(split, config.data_variant, config.data_source or "street", config.data_seed)
+    from .data.polymnist import load_polymnist
+
+    return load_polymnist(split, config.data_variant, seed=config.data_seed)
 
 
 def _registry() -> dict[str, ExperimentConfig]:
@@ -160,6 +190,10 @@ def _registry() -> dict[str, ExperimentConfig]:
         out[f"polymnist-full-{model}"] = ExperimentConfig(
             name=f"polymnist-full-{model}", data_variant="full", architecture="paper", latent_dim=512,
             objective=model, lr=5e-4, epochs=300, eval_samples=10000)
+        for scale, epochs in (("fast", 3), ("full", 200)):
+            out[f"mst-{scale}-{model}"] = ExperimentConfig(
+                name=f"mst-{scale}-{model}", dataset="mnist-svhn-text", data_variant=scale, architecture="mst",
+                latent_dim=20, objective=model, lr=1e-3, epochs=epochs, eval_samples=1000 if scale == "fast" else 10000)
     return out
 
 

@@ -41,10 +41,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import EXPERIMENTS, ExperimentConfig, build_model, get_config, parse_overrides, resolve_precision
+from .config import (
+    EXPERIMENTS,
+    ExperimentConfig,
+    build_model,
+    get_config,
+    load_dataset,
+    parse_overrides,
+    resolve_precision,
+)
 from .data.dataset import MultimodalDataset
 from .data.integrity import atomic_dir, read_json, write_json
-from .data.polymnist import load_polymnist
 from .model import MultimodalVAE
 from .settings import repo_root
 
@@ -235,8 +242,7 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def load_training_data(config: ExperimentConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
-    train = load_polymnist("train", config.data_variant, seed=config.data_seed)
-    test = load_polymnist("test", config.data_variant, seed=config.data_seed)
+    train, test = load_dataset(config, "train"), load_dataset(config, "test")
     if config.train_subset:
         train = train.subset(torch.arange(min(config.train_subset, len(train))))
     return train, test

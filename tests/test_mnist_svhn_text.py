@@ -156,3 +156,62 @@ def test_triples_share_the_label_and_the_three_objectives_run_unchanged(tmp_path
         assert torch.isfinite(out.loss) and out.recon.shape == (3,)
     generated = model.generate(batch.x, ["text"], generator=torch.Generator().manual_seed(0))
     assert generated[0].shape == (300, 1, 28, 28) and generated[2].shape == (300, 8, 71)
+
+
+def test_text_reader_and_padded_classifiers():
+    from mopoe_lib.data.text import encode, encode_indices
+    from mopoe_lib.evaluation.mst import UNREADABLE, PerModalityClassifiers, TextReader
+
+    texts = [" seven  ", "zero    ", "  sevxn ", "        "]
+    reader = TextReader()
+    assert reader(encode_indices(texts).float()).argmax(-1).tolist() == [7, 0, UNREADABLE, UNREADABLE]
+    assert reader(encode(texts) * 3.0).argmax(-1).tolist() == [7, 0, UNREADABLE, UNREADABLE]
+
+    class Always3(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.full((x.shape[0],), 3), 10).float()
+
+    logits = PerModalityClassifiers([Always3(), reader])([torch.zeros(4, 1, 28, 28), encode_indices(texts)])
+    assert logits.shape == (2, 4, 11) and logits[0].argmax(-1).tolist() == [3, 3, 3, 3]
+
+
+def test_mst_classifiers_learn_round_trip_and_detect_corruption(tmp_path):
+    from mopoe_lib.data.street_digits import generate_street_digits
+    from mopoe_lib.evaluation.mst import (
+        classifier_accuracy,
+        load_mst_classifiers,
+        save_mst_classifiers,
+        train_digit_classifier,
+    )
+
+    x, y = generate_street_digits(600, seed=1)
+    mnist_like = torch.nn.functional.one_hot(y, 10).float().repeat_interleave(79, dim=1)[:, :784].view(-1, 1, 28, 28)
+    mnist = train_digit_classifier(mnist_like, y, epochs=3, progress=False)
+    assert classifier_accuracy(mnist, mnist_like, y) > 0.9  # a trivially separable stand-in for MNIST
+    svhn = train_digit_classifier(x, y, epochs=1, progress=False)
+    state = {f"mnist.{k}": v for k, v in mnist.state_dict().items()}
+    state.update({f"svhn.{k}": v for k, v in svhn.state_dict().items()})
+    folder = save_mst_classifiers(state, tmp_path / "clf", {"test_accuracy": {}})
+    loaded, meta = load_mst_classifiers(folder=folder)
+    xs = [mnist_like[:50], x[:50].float() / 255, torch.zeros(50, 8, dtype=torch.long)]
+    expected = torch.stack([mnist(xs[0]).argmax(-1), svhn(xs[1]).argmax(-1)])
+    assert torch.equal(loaded(xs).argmax(-1)[:2], expected) and "sha256" in meta
+    weights = folder / "classifiers.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    with pytest.raises(ChecksumError):
+        load_mst_classifiers(folder=folder)
+    with pytest.raises(MissingDataError, match="mopoe_lib.evaluation.mst train"):
+        load_mst_classifiers(folder=tmp_path / "nothing")
+
+
+def test_mst_configs_check_the_architecture_and_build_the_official_networks():
+    from mopoe_lib.config import build_model, get_config
+
+    config = get_config("mst-fast-mopoe")
+    model = build_model(config, 3)
+    assert model.names == ("mnist", "svhn", "text") and model.latent_dim == 20
+    assert [round(float(w), 3) for w in model.recon_weights] == [3.918, 1.0, 384.0]
+    with pytest.raises(ValueError, match="choose one of mst"):
+        get_config("mst-fast-mopoe", architecture="compact")
+    with pytest.raises(ValueError, match="choose one of polymnist, mnist-svhn-text"):
+        get_config("mst-fast-mopoe", dataset="celeba")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ..config import load_dataset
 from ..data.integrity import DataError, read_json
-from ..data.polymnist import load_polymnist
 from ..pretrained import find_pretrained, load_pretrained
 from ..train import CheckpointError, latest_checkpoint, load_run
 from .classifiers import classifier_dir, load_classifiers
@@ -56,13 +56,15 @@ def main(argv: list[str] | None = None) -> int:
                            args.seed)
     try:
         model, config, progress, default_out = _load(args.source)
+        if config.dataset != "polymnist":
+            raise CheckpointError(f"the metric suite needs digit classifiers for {config.dataset}; only PolyMNIST "
+                                  "has shipped classifiers so far")
         classifiers = load_classifiers()
     except (CheckpointError, DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     start = time.perf_counter()
-    train = load_polymnist("train", config.data_variant, seed=config.data_seed)
-    test = load_polymnist("test", config.data_variant, seed=config.data_seed)
+    train, test = load_dataset(config, "train"), load_dataset(config, "test")
     joint = config.make_objective().subsets(model.num_modalities, torch.Generator().manual_seed(args.seed))
     tables = evaluate_model(model, joint, classifiers, train, test, options, progress=not args.no_progress)
     meta = {"source": args.source, "config": config.to_dict(), "progress": progress,
