@@ -35,7 +35,7 @@ data: venv
 	$(PY) -m mopoe_lib.data polymnist --variant $(MODE)
 
 book: data
-	$(PY) -m mopoe_lib.book --mode $(MODE)
+	$(PY) -m mopoe_lib.book --mode $(MODE) --html
 
 lint: venv
 	$(PY) -m ruff check mopoe_lib tests benchmarks notebooks
