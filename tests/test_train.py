@@ -137,7 +137,7 @@ def test_config_errors_list_the_valid_choices():
         get_config("polymnist-tiny-mopoe")
     with pytest.raises(ValueError, match="unknown config fields"):
         get_config("polymnist-fast-mopoe", learning_rate=1)
-    with pytest.raises(ValueError, match="paper, compact"):
+    with pytest.raises(ValueError, match="choose one of compact, paper"):
         get_config("polymnist-fast-mopoe", architecture="resnet")
     with pytest.raises(ValueError, match="fp32, bf16, fp16, auto"):
         get_config("polymnist-fast-mopoe", precision="int8")
