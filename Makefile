@@ -13,7 +13,7 @@ PY    := $(VENV)/bin/python
 # The stamp's name depends on TORCH, so changing TORCH reinstalls.
 STAMP := $(VENV)/.installed-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
 
-.PHONY: venv data book test lint bench clean help
+.PHONY: venv data book test lint bench browser clean help
 
 help:
 	@echo "make book [MODE=fast|full]  build and execute the book"
@@ -40,7 +40,18 @@ book: data
 lint: venv
 	$(PY) -m ruff check mopoe_lib tests benchmarks notebooks
 
-test: venv lint
+# The browser test drives Debian's chromium (Playwright's own browser download does not work offline).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+		|| echo "could not install chromium: tests/test_browser.py will be skipped"; \
+	else echo "chromium is missing and cannot be installed here (needs root and apt-get):" \
+		"tests/test_browser.py will be skipped"; fi
+
+test: venv lint browser
 	$(PY) -m mopoe_lib.data polymnist --variant fast
 	$(PY) -m pytest
 
