@@ -40,7 +40,7 @@ from mopoe_lib.evaluation import latent_probe, subset_posteriors
 from mopoe_lib.fusion import powerset
 from mopoe_lib.pretrained import book_models
 from mopoe_lib.settings import run_mode, seed_everything
-from mopoe_lib.viz import set_style
+from mopoe_lib.viz import set_style, subset_picker
 
 MODE = run_mode()
 FAST = MODE == "fast"
@@ -163,24 +163,8 @@ draw_subset("mopoe", (0,))  # the static picture (the widget below redraws it)
 
 # %%
 model_choice = widgets.ToggleButtons(options=MODELS, value="mopoe", description="model")
-checks = [widgets.Checkbox(value=m == 0, description=names[m], indent=False) for m in range(M)]
-output = widgets.Output()
-
-
-def redraw(*_):
-    members = tuple(m for m, box in enumerate(checks) if box.value)
-    with output:
-        output.clear_output(wait=True)
-        if not members:
-            print("tick at least one modality")
-            return
-        draw_subset(model_choice.value, members)
-
-
-for control in [model_choice, *checks]:
-    control.observe(redraw, names="value")
-display(widgets.VBox([model_choice, widgets.HBox(checks), output]))
-redraw()
+display(subset_picker(names, lambda members, model: draw_subset(model, members), selected=(0,),
+                      controls={"model": model_choice}))
 
 # %% [markdown]
 # ## 5. How the posterior sharpens, and what it knows

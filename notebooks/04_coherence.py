@@ -26,7 +26,6 @@
 # 5. The trade-off: coherence vs log-likelihood.
 
 # %% Setup
-import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -47,7 +46,7 @@ from mopoe_lib.evaluation import (
 from mopoe_lib.evaluation.classifiers import classifier_dir
 from mopoe_lib.pretrained import book_models, find_pretrained
 from mopoe_lib.settings import run_mode, seed_everything
-from mopoe_lib.viz import image_grid, set_style
+from mopoe_lib.viz import image_grid, set_style, subset_picker
 
 MODE = run_mode()
 FAST = MODE == "fast"
@@ -107,24 +106,7 @@ def draw_generation(members: tuple[int, ...]) -> None:
 draw_generation((0, 1))  # the static picture; the widget below redraws it
 
 # %%
-checks = [widgets.Checkbox(value=m in (0, 1), description=names[m], indent=False) for m in range(M)]
-output = widgets.Output()
-
-
-def redraw(*_):
-    members = tuple(m for m, box in enumerate(checks) if box.value)
-    with output:
-        output.clear_output(wait=True)
-        if not members:
-            print("tick at least one input modality")
-            return
-        draw_generation(members)
-
-
-for box in checks:
-    box.observe(redraw, names="value")
-display(widgets.VBox([widgets.HBox(checks), output]))
-redraw()
+display(subset_picker(names, draw_generation, selected=(0, 1)))
 
 # %% [markdown]
 # ## 3. Coherence by number of inputs

@@ -33,7 +33,6 @@
 # 5. Coherence for every subset of inputs.
 
 # %% Setup
-import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -53,7 +52,7 @@ from mopoe_lib.evaluation.mst import (
 )
 from mopoe_lib.pretrained import load_or_train
 from mopoe_lib.settings import run_mode, seed_everything
-from mopoe_lib.viz import set_style, to_display
+from mopoe_lib.viz import set_style, subset_picker, to_display
 
 MODE = run_mode()
 FAST = MODE == "fast"
@@ -172,24 +171,7 @@ def draw(members):
 draw((2,))  # text -> images: the static picture; the widget below redraws it
 
 # %%
-checks = [widgets.Checkbox(value=m == 2, description=names[m], indent=False) for m in range(3)]
-output = widgets.Output()
-
-
-def redraw(*_):
-    members = tuple(m for m, box in enumerate(checks) if box.value)
-    with output:
-        output.clear_output(wait=True)
-        if not members:
-            print("tick at least one input modality")
-            return
-        draw(members)
-
-
-for box in checks:
-    box.observe(redraw, names="value")
-display(widgets.VBox([widgets.HBox(checks), output]))
-redraw()
+display(subset_picker(names, draw, selected=(2,)))
 
 # %% [markdown]
 # ## 5. Coherence for every subset
