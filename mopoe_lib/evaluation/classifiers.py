@@ -80,7 +80,7 @@ def accuracy(classifiers: ModalityClassifiers, data: MultimodalDataset, batch_si
     return correct / len(data)
 
 
-def train_classifiers(train: MultimodalDataset, epochs: int = 6, batch_size: int = 128, lr: float = 3e-3,
+def train_classifiers(train: MultimodalDataset, epochs: int = 20, batch_size: int = 128, lr: float = 3e-3,
                       seed: int = 0, progress: bool = True) -> ModalityClassifiers:
     """Train the M classifiers jointly (summed cross-entropy; the groups do not share weights), with Adam and
     a cosine learning-rate decay to zero over all steps."""
@@ -116,7 +116,8 @@ def save_classifiers(model: ModalityClassifiers, accuracies: Tensor, folder: Pat
     with atomic_dir(folder) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "classifiers.safetensors"))
         write_json(tmp / "classifiers.json", {
-            **info, "test_accuracy": [round(float(a), 5) for a in accuracies], "command": TRAIN_COMMAND,
+            **info, "test_accuracy": [round(float(a), 5) for a in accuracies],
+            "command": TRAIN_COMMAND + "".join(f" --{k} {info[k]}" for k in ("epochs", "lr", "seed") if k in info),
             "sha256": sha256_file(tmp / "classifiers.safetensors"),
         })
     return folder
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train the PolyMNIST classifiers and ship them under data/")
     tr.add_argument("--variant", default="full")
-    tr.add_argument("--epochs", type=int, default=6)
+    tr.add_argument("--epochs", type=int, default=20)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--lr", type=float, default=3e-3)
     tr.add_argument("--out", type=Path, default=None)
