@@ -92,6 +92,11 @@ def test_toggling_a_subset_checkbox_redraws_the_figure(lab):
         page.keyboard.press("Control+Shift+C")
         page.keyboard.type("Run All Cells")
         page.keyboard.press("Enter")
+        # wait until every code cell has run: a click queued behind busy cells would not redraw in time
+        page.wait_for_function(
+            "() => { const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];"
+            " return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent)); }",
+            timeout=600_000)
         interact = page.locator(".widget-interact:has(.widget-checkbox:has-text('expert B'))").first
         box = interact.locator(".widget-checkbox:has-text('expert B') input[type=checkbox]")
         box.wait_for(timeout=240_000)
@@ -99,7 +104,7 @@ def test_toggling_a_subset_checkbox_redraws_the_figure(lab):
         figure.wait_for(timeout=120_000)
         before = figure.get_attribute("src")
         box.click()
-        after, deadline = before, time.monotonic() + 60
+        after, deadline = before, time.monotonic() + 120
         while after == before and time.monotonic() < deadline:
             page.wait_for_timeout(500)
             if figure.count():
