@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -59,17 +60,24 @@ class ModalityClassifiers(nn.Module):
         return self.out(self.dropout(self.embed(xs)))
 
 
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module`` in eval mode (dropout off) inside the block and restore its previous mode after it."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 @torch.no_grad()
 def predict(classifiers: ModalityClassifiers, xs: Sequence[Tensor], batch_size: int = 1000) -> Tensor:
     """Predicted digits ``(M, N)`` in eval mode (dropout off), in batches; restores the previous mode."""
-    was_training = classifiers.training
-    classifiers.eval()
-    try:
+    with evaluating(classifiers):
         n = xs[0].shape[0]
         out = [classifiers([x[i:i + batch_size].float() for x in xs]).argmax(-1) for i in range(0, n, batch_size)]
         return torch.cat(out, dim=1)
-    finally:
-        classifiers.train(was_training)
 
 
 def accuracy(classifiers: ModalityClassifiers, data: MultimodalDataset, batch_size: int = 1000) -> Tensor:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..data.dataset import MultimodalDataset
 from ..fusion import powerset, reparameterize, subset_labels
 from ..model import MultimodalVAE
-from .classifiers import ModalityClassifiers
+from .classifiers import ModalityClassifiers, evaluating
 
 
 def gaussian_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
@@ -62,12 +62,8 @@ def frechet_distance_from_features(real: Tensor, fake: Tensor) -> float:
 
 @torch.no_grad()
 def _features(classifiers: ModalityClassifiers, xs: Sequence[Tensor]) -> Tensor:
-    was_training = classifiers.training
-    classifiers.eval()
-    try:
+    with evaluating(classifiers):
         return classifiers.embed([x.float().clamp(0, 1) for x in xs]).cpu()  # (M, B, 128)
-    finally:
-        classifiers.train(was_training)
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..data.dataset import to_float
 from ..data.integrity import atomic_dir, read_json, sha256_file, verify_file, write_json
 from ..data.mnist import load_mnist
 from ..data.street_digits import generate_street_digits
@@ -64,8 +65,7 @@ def train_digit_classifier(images: Tensor, labels: Tensor, epochs: int = 2, batc
     model.train()
     for _ in range(epochs):
         for index in torch.randperm(len(labels), generator=generator).split(batch_size):
-            x = images[index]
-            x = x.float() / 255 if x.dtype == torch.uint8 else x
+            x = to_float(images[index])
             loss = F.cross_entropy(model(x), labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -81,8 +81,7 @@ def classifier_accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_
     model.eval()
     correct = 0
     for start in range(0, len(labels), batch_size):
-        x = images[start:start + batch_size]
-        x = x.float() / 255 if x.dtype == torch.uint8 else x
+        x = to_float(images[start:start + batch_size])
         correct += int((model(x).argmax(-1) == labels[start:start + batch_size]).sum())
     return correct / len(labels)
 
