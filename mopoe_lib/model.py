@@ -1,4 +1,4 @@
-"""MultimodalVAE: encode each modality, fuse a subset of experts, decode every modality.
+r"""MultimodalVAE: encode each modality, fuse a subset of experts, decode every modality.
 
 One class serves MVAE, MMVAE and MoPoE: they share the networks and differ only in the subsets the objective
 fuses (:mod:`mopoe_lib.objectives`) and in where the N(0, I) prior expert enters the products, which is a
@@ -7,6 +7,12 @@ property of the model's posterior and therefore stored here (``prior_expert``):
 - ``"always"``: every product includes the prior expert (MVAE, Wu & Goodman 2018);
 - ``"full_set"``: only the product of all modalities does (the official MoPoE code);
 - ``"never"``: no product does (MMVAE's unimodal experts are used as they are).
+
+Modality-specific ("style") latents: with ``style_dims``, modality m also has a private latent
+:math:`w_m \sim N(0, I_{S_m})` that only its own decoder sees, :math:`p(x_m \mid z, w_m)`, and a posterior
+:math:`q(w_m \mid x_m)` from its own encoder (which then outputs ``latent_dim + S_m`` values: shared first, style
+last). Only the shared z is fused across modalities; conditional generation draws the styles of the generated
+modalities from their prior (Sutter et al. 2020/2021, CelebA: 20 shared + 32 style dimensions).
 """
 
 from __future__ import annotations
@@ -17,11 +23,23 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .fusion import SubsetMixture, check_subsets, product_of_experts, reparameterize, subset_mask
+from .fusion import (
+    Shard,
+    SubsetMixture,
+    check_subsets,
+    gaussian_log_prob,
+    product_of_experts,
+    randn_like,
+    reparameterize,
+    standard_normal_log_prob,
+    subset_mask,
+)
 from .likelihoods import Likelihood
 
 PriorExpert = Literal["always", "full_set", "never"]
 PRIOR_EXPERT_CHOICES: tuple[str, ...] = ("always", "full_set", "never")
+#: Style posteriors, one ``(mu, logvar)`` pair ``(B, S_m)`` per modality, ``None`` where a modality has none.
+StyleParams = list[tuple[Tensor, Tensor] | None]
 
 
 def prior_expert_flags(subsets: Tensor, policy: str) -> Tensor:
@@ -41,8 +59,12 @@ class PerModalityEncoders(nn.ModuleList):
     stacked = True
 
     def forward(self, xs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        outputs = [encoder(x_m) for encoder, x_m in zip(self, xs, strict=True)]
+        outputs = self.each(xs)
         return torch.stack([o[0] for o in outputs]), torch.stack([o[1] for o in outputs])
+
+    def each(self, xs: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """Every encoder's own output, unstacked (sizes may differ with modality-specific latents)."""
+        return [encoder(x_m) for encoder, x_m in zip(self, xs, strict=True)]
 
 
 class PerModalityDecoders(nn.ModuleList):
@@ -76,6 +98,9 @@ class MultimodalVAE(nn.Module):
         names: modality names (default ``m0..``).
         recon_weights: per-modality weights of the log-likelihoods (default 1).
         prior_expert: where the prior expert enters products (see module docstring).
+        style_dims: sizes of the modality-specific latents, one per modality (0: none). Needs one encoder and
+            one decoder per modality (lists, not stacked networks); encoder m outputs ``latent_dim + S_m``
+            values and decoder m reads ``latent_dim + S_m``.
     """
 
     def __init__(
@@ -87,6 +112,7 @@ class MultimodalVAE(nn.Module):
         names: Sequence[str] | None = None,
         recon_weights: Sequence[float] | None = None,
         prior_expert: PriorExpert = "full_set",
+        style_dims: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         count = _count(encoders)
@@ -109,6 +135,18 @@ class MultimodalVAE(nn.Module):
             raise ValueError(f"recon_weights needs {count} values, got {tuple(weights.shape)}")
         self.register_buffer("recon_weights", weights, persistent=False)
         self.prior_expert = prior_expert
+        self.style_dims = tuple(int(d) for d in style_dims) if style_dims is not None else (0,) * count
+        if len(self.style_dims) != count or any(d < 0 for d in self.style_dims):
+            raise ValueError(f"style_dims needs {count} non-negative sizes, got {style_dims}")
+        if self.has_style and not (isinstance(self.encoders, PerModalityEncoders)
+                                   and isinstance(self.decoders, PerModalityDecoders)):
+            raise ValueError("modality-specific latents need one encoder and one decoder per modality (lists), "
+                             "not stacked networks")
+
+    @property
+    def has_style(self) -> bool:
+        """Does any modality have a modality-specific latent?"""
+        return any(self.style_dims)
 
     @property
     def num_modalities(self) -> int:
@@ -129,18 +167,57 @@ class MultimodalVAE(nn.Module):
         return batch
 
     def encode(self, x: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """Unimodal posteriors of every modality, stacked modality first: ``(M, B, D)`` each.
+        """Unimodal posteriors of the shared latent, stacked modality first: ``(M, B, D)`` each.
 
         Under mixed-precision autocast the networks run in low precision, but the returned parameters are
         at least float32, so fusion and KL terms are computed accurately.
         """
+        return self.encode_all(x)[0]
+
+    def encode_all(self, x: Sequence[Tensor]) -> tuple[tuple[Tensor, Tensor], StyleParams]:
+        """Shared experts ``(mu, logvar)`` ``(M, B, D)`` and the style posteriors (``None`` without style)."""
         self._check_inputs(x)
-        mu, logvar = self.encoders(x)
-        if mu.dtype in (torch.float16, torch.bfloat16):
-            mu, logvar = mu.float(), logvar.float()
-        if mu.shape[-1] != self.latent_dim:
-            raise ValueError(f"encoders return latent size {mu.shape[-1]}, the model expects {self.latent_dim}")
-        return mu, logvar
+        d = self.latent_dim
+        if not self.has_style:
+            mu, logvar = _at_least_float32(*self.encoders(x))
+            if mu.shape[-1] != d:
+                raise ValueError(f"encoders return latent size {mu.shape[-1]}, the model expects {d}")
+            return (mu, logvar), [None] * self.num_modalities
+        outputs = [_at_least_float32(*o) for o in self.encoders.each(x)]
+        for m, (mu_m, _) in enumerate(outputs):
+            if mu_m.shape[-1] != d + self.style_dims[m]:
+                raise ValueError(f"encoder {self.names[m]} returns {mu_m.shape[-1]} values, the model expects "
+                                 f"latent_dim + style = {d} + {self.style_dims[m]}")
+        shared = torch.stack([o[0][:, :d] for o in outputs]), torch.stack([o[1][:, :d] for o in outputs])
+        style: StyleParams = [(o[0][:, d:], o[1][:, d:]) if s else None
+                              for o, s in zip(outputs, self.style_dims, strict=True)]
+        return shared, style
+
+    def draw_style(self, style: StyleParams, modalities: Sequence[int] | None = None, lead: tuple[int, ...] = (),
+                   generator: torch.Generator | None = None, shard: Shard | None = None) -> list[Tensor | None]:
+        """Reparameterised ``w_m ~ q(w_m | x_m)`` of shape ``(*lead, B, S_m)`` for the wanted modalities."""
+        wanted = range(self.num_modalities) if modalities is None else modalities
+        out: list[Tensor | None] = [None] * self.num_modalities
+        for m in wanted:
+            if style[m] is not None:
+                mu, logvar = style[m]
+                out[m] = mu + torch.exp(0.5 * logvar) * randn_like(mu, (*lead, *mu.shape), generator, shard)
+        return out
+
+    def style_log_ratio(self, samples: Sequence[Tensor | None], style: StyleParams,
+                        detach_params: bool = False) -> Tensor | None:
+        """``log p(w_m) - log q(w_m | x_m)`` per modality, ``(M, ..., B)`` (zeros where none), or ``None``."""
+        rows = []
+        for w, params in zip(samples, style, strict=True):
+            if w is None or params is None:
+                rows.append(None)
+                continue
+            mu, logvar = (params[0].detach(), params[1].detach()) if detach_params else params
+            rows.append(standard_normal_log_prob(w) - gaussian_log_prob(w, mu, logvar))
+        present = [r for r in rows if r is not None]
+        if not present:
+            return None
+        return torch.stack([r if r is not None else torch.zeros_like(present[0]) for r in rows])
 
     def posterior(
         self,
@@ -178,10 +255,27 @@ class MultimodalVAE(nn.Module):
 
     # ----------------------------------------------------------------------------------------- generation
 
-    def decode(self, z: Tensor, modalities: Sequence[int] | None = None) -> list[Tensor | None]:
-        """Decoder outputs for ``z (..., D)``: a list with ``(..., *shape_m)`` per modality (``None`` if skipped)."""
+    def decode(self, z: Tensor, modalities: Sequence[int] | None = None, style: Sequence[Tensor | None] | None = None,
+               generator: torch.Generator | None = None) -> list[Tensor | None]:
+        """Decoder outputs for ``z (..., D)``: a list with ``(..., *shape_m)`` per modality (``None`` if skipped).
+
+        With modality-specific latents, ``style[m]`` ``(..., S_m)`` is decoder m's style; a missing one is drawn
+        from its prior N(0, I) with ``generator``.
+        """
         lead = z.shape[:-1]
-        outputs = self.decoders(z.reshape(-1, z.shape[-1]), modalities)
+        flat = z.reshape(-1, z.shape[-1])
+        if not self.has_style:
+            outputs = self.decoders(flat, modalities)
+        else:
+            outputs = [None] * self.num_modalities
+            for m in range(self.num_modalities) if modalities is None else modalities:
+                size = self.style_dims[m]
+                inputs = flat
+                if size:
+                    w = style[m] if style is not None and style[m] is not None else \
+                        randn_like(flat, (*lead, size), generator)
+                    inputs = torch.cat([flat, w.reshape(-1, size).to(flat.dtype)], dim=-1)
+                outputs[m] = self.decoders[m](inputs)
         return [None if p is None else p.reshape(*lead, *p.shape[1:]) for p in outputs]
 
     def means(self, params: Sequence[Tensor | None]) -> list[Tensor | None]:
@@ -193,18 +287,21 @@ class MultimodalVAE(nn.Module):
                  generator: torch.Generator | None = None, sample: bool = True) -> list[Tensor]:
         """Conditional generation: infer z from ``subset`` of ``x`` and decode every modality (means).
 
-        ``sample=False`` decodes the posterior mean instead of a sample.
+        ``sample=False`` decodes the posterior mean instead of a sample (and the prior mean of any style).
         """
         mu, logvar = self.infer(x, subset)
         z = reparameterize(mu, logvar, generator) if sample else mu
-        return self.means(self.decode(z))  # type: ignore[return-value]
+        style = None if sample else [torch.zeros(*z.shape[:-1], d, dtype=z.dtype, device=z.device) if d else None
+                                     for d in self.style_dims]
+        return self.means(self.decode(z, style=style, generator=generator))  # type: ignore[return-value]
 
     @torch.no_grad()
     def sample_prior(self, num_samples: int, generator: torch.Generator | None = None) -> list[Tensor]:
         """Unconditional samples: z ~ N(0, I), decoded into every modality (means)."""
         device = next(self.parameters()).device
-        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(device)
-        return self.means(self.decode(z))  # type: ignore[return-value]
+        reference = next(self.parameters())
+        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(reference.device, reference.dtype)
+        return self.means(self.decode(z, generator=generator))  # type: ignore[return-value]
 
     def log_likelihoods(self, params: Sequence[Tensor | None], x: Sequence[Tensor]) -> Tensor:
         """Weighted log p(x_m | z) per modality: ``(M, ..., B)``; modalities not decoded give zeros."""
@@ -214,3 +311,10 @@ class MultimodalVAE(nn.Module):
         if not present:
             raise ValueError("no modality was decoded")
         return torch.stack([r if r is not None else torch.zeros_like(present[0]) for r in rows])
+
+
+def _at_least_float32(mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
+    """Posterior parameters from low-precision (autocast) networks, upcast to float32."""
+    if mu.dtype in (torch.float16, torch.bfloat16):
+        return mu.float(), logvar.float()
+    return mu, logvar

@@ -24,6 +24,11 @@ objective             terms                                  notes
                       R = {m} for each m                     annealing optional
 ====================  =====================================  ===========================================
 
+Modality-specific latents (``model.style_dims``): a term that reconstructs modality m also draws
+:math:`w_m \sim q(w_m \mid x_m)` and adds :math:`\mathrm{KL}(q(w_m \mid x_m) \,\|\, N(0, I))` to its KL
+(ELBO), or :math:`\log p(w_m) - \log q(w_m \mid x_m)` to its importance weights (IWAE/DReG). Since
+:math:`q(z, w \mid X) = q(z \mid X) \prod_m q(w_m \mid x_m)`, the result is still a lower bound.
+
 With ``beta = 1`` every term is a valid lower bound of the log-likelihood of its modalities. MVAE's sum of
 terms is not a bound of log p(X) (the paper's remark); its joint term is, and it is reported as ``elbo``.
 """
@@ -44,12 +49,13 @@ from .fusion import (
     SamplingStrategy,
     Shard,
     full_set,
+    kl_to_standard_normal,
     powerset,
     sample_subsets,
     singletons,
     standard_normal_log_prob,
 )
-from .model import MultimodalVAE
+from .model import MultimodalVAE, StyleParams
 
 Estimator = Literal["elbo", "iwae", "dreg"]
 ESTIMATORS: tuple[str, ...] = ("elbo", "iwae", "dreg")
@@ -201,9 +207,9 @@ class Objective:
         beta = self.beta_at(step)
         num_modalities = model.num_modalities
         device = x[0].device
-        experts = model.encode(x)  # shared by every term
+        experts, style = model.encode_all(x)  # shared by every term
         main = self.term(model, x, available, experts, self.subsets(num_modalities, generator).to(device), None,
-                         beta, generator, shard)
+                         beta, generator, shard, style)
         total = main.surrogate
         terms = {"joint" if c.subsets == "full" else c.subsets: main.bound.detach().mean()}
         extra: list[tuple[str, Tensor]] = []
@@ -215,7 +221,8 @@ class Objective:
             extra += [(f"random/{i}", picks[i:i + 1]) for i in range(c.random_subset_terms)]
         for label, subset in extra:
             members = torch.nonzero(subset[0]).flatten().tolist()
-            term = self.term(model, x, available, experts, subset.to(device), members, beta, generator, shard)
+            term = self.term(model, x, available, experts, subset.to(device), members, beta, generator, shard,
+                             style)
             total = total + term.surrogate
             terms[label] = term.bound.detach().mean()
         return LossOutput(
@@ -239,30 +246,42 @@ class Objective:
         beta: float,
         generator: torch.Generator | None,
         shard: Shard | None = None,
+        style: StyleParams | None = None,
     ) -> Term:
-        """One bound over the mixture of ``subsets``, reconstructing ``reconstruct`` (all when ``None``)."""
+        """One bound over the mixture of ``subsets``, reconstructing ``reconstruct`` (all when ``None``).
+
+        ``style``: the style posteriors from :meth:`MultimodalVAE.encode_all` (models with modality-specific
+        latents).
+        """
+        style = style if style is not None else [None] * model.num_modalities
         mixture = model.posterior(x, subsets, available, experts)
         # rows for which no subset has an available modality (e.g. an MVAE unimodal term for a missing
         # modality) contribute nothing to this term
         mask = None if available is None else available.to(experts[0].dtype) * (mixture.weights.sum(0) > 0)
         if self.config.estimator == "elbo":
             z, _ = mixture.sample(generator, self.config.sampling, shard)
-            ll = model.log_likelihoods(model.decode(z, reconstruct), x)  # (M, B)
+            ws = model.draw_style(style, reconstruct, (), generator, shard)
+            ll = model.log_likelihoods(model.decode(z, reconstruct, ws), x)  # (M, B)
             if mask is not None:
                 ll = ll * mask
-            kl = mixture.kl_upper_bound()
+            kl = mixture.kl_upper_bound() + _style_kl(style, ws, mask)
             return Term(ll.sum(dim=0) - kl, ll.sum(dim=0) - beta * kl, ll, kl)
-        return self._importance_weighted(model, x, mixture, reconstruct, mask, beta, generator, shard)
+        return self._importance_weighted(model, x, mixture, reconstruct, mask, beta, generator, shard, style)
 
-    def _importance_weighted(self, model, x, mixture, reconstruct, mask, beta, generator, shard) -> Term:
+    def _importance_weighted(self, model, x, mixture, reconstruct, mask, beta, generator, shard, style) -> Term:
         num = self.config.num_samples
         dreg = self.config.estimator == "dreg"
         zs = mixture.rsample_per_component(num, generator, shard)  # (S, C, B, D)
-        ll = model.log_likelihoods(model.decode(zs, reconstruct), x)  # (M, S, C, B)
+        ws = model.draw_style(style, reconstruct, (num, mixture.num_components), generator, shard)
+        ll = model.log_likelihoods(model.decode(zs, reconstruct, ws), x)  # (M, S, C, B)
+        style_ratio = model.style_log_ratio(ws, style, detach_params=dreg)  # (M, S, C, B) or None
         if mask is not None:
             ll = ll * mask[:, None, None, :]
+            style_ratio = None if style_ratio is None else style_ratio * mask[:, None, None, :]
         log_q = mixture.log_prob(zs, detach_params=dreg)  # (S, C, B)
         log_prior_ratio = standard_normal_log_prob(zs) - log_q
+        if style_ratio is not None:
+            log_prior_ratio = log_prior_ratio + style_ratio.sum(dim=0)
         log_w = ll.sum(dim=0) + beta * log_prior_ratio
         valid = mixture.weights > 0
 
@@ -277,10 +296,21 @@ class Objective:
         if dreg:
             with torch.no_grad():
                 w_tilde = torch.softmax(log_w, dim=0)
-            if zs.requires_grad:
-                zs.register_hook(lambda grad: w_tilde.unsqueeze(-1) * grad)
+            for sample in (zs, *(w for w in ws if w is not None)):
+                if sample.requires_grad:
+                    sample.register_hook(lambda grad: w_tilde.unsqueeze(-1) * grad)
             surrogate = average((w_tilde * log_w).sum(dim=0))
         else:
             surrogate = objective
         per_modality = (ll.mean(dim=1) * mixture.weights).sum(dim=1)  # (M, B), averaged over samples
-        return Term(bound, surrogate, per_modality, mixture.kl_upper_bound())
+        return Term(bound, surrogate, per_modality, mixture.kl_upper_bound() + _style_kl(style, ws, mask))
+
+
+def _style_kl(style: StyleParams, drawn: Sequence[Tensor | None], mask: Tensor | None) -> Tensor | float:
+    """Sum over the modalities with a drawn style of KL(q(w_m | x_m) || N(0, I)), ``(B,)`` (masked rows: 0)."""
+    total: Tensor | float = 0.0
+    for m, (params, w) in enumerate(zip(style, drawn, strict=True)):
+        if params is not None and w is not None:
+            kl = kl_to_standard_normal(*params)
+            total = total + (kl if mask is None else kl * mask[m])
+    return total

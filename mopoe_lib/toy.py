@@ -16,6 +16,11 @@ with orthonormal columns :math:`Q_m` (so :math:`W_m^\top W_m` is diagonal and ev
 :meth:`LinearGaussianToy.model` builds a :class:`~mopoe_lib.model.MultimodalVAE` whose linear encoders output
 exactly these experts and whose decoders are the true ones, so every objective in the library can be checked
 against ``log_marginal``.
+
+With ``style_dim > 0`` each modality also has a private latent, :math:`x_m = W_m z + V_m w_m + b_m + \sigma_m
+\epsilon_m` with :math:`w_m \sim N(0, I)`: still linear-Gaussian, so :math:`\log p(X_S)` stays exact (the
+covariance gains :math:`V_m V_m^\top` blocks), but the posterior couples z and the w_m, so no encoder of our
+factorised family is exact; :meth:`model` then gives the no-style experts for z and the prior for every w_m.
 """
 
 from __future__ import annotations
@@ -38,11 +43,16 @@ class LinearGaussianToy:
     weights: tuple[Tensor, ...]
     biases: tuple[Tensor, ...]
     noise: tuple[float, ...]
+    style_weights: tuple[Tensor, ...] = ()  # (d_m, S) per modality, or empty: no modality-specific latents
 
     @classmethod
     def random(cls, num_modalities: int = 3, latent_dim: int = 2, obs_dim: int | Sequence[int] = 3,
-               noise: float | Sequence[float] = 0.5, seed: int = 0) -> LinearGaussianToy:
-        """A random instance; ``obs_dim >= latent_dim`` so that each expert has full rank."""
+               noise: float | Sequence[float] = 0.5, seed: int = 0, style_dim: int = 0,
+               style_scale: float = 0.3) -> LinearGaussianToy:
+        """A random instance; ``obs_dim >= latent_dim`` so that each expert has full rank.
+
+        ``style_dim``: size of each modality's private latent, with loadings of norm about ``style_scale``.
+        """
         gen = torch.Generator().manual_seed(seed)
         dims = [obs_dim] * num_modalities if isinstance(obs_dim, int) else list(obs_dim)
         noises = [float(noise)] * num_modalities if isinstance(noise, (int, float)) else [float(n) for n in noise]
@@ -54,7 +64,13 @@ class LinearGaussianToy:
             scales = 0.5 + 1.5 * torch.rand(latent_dim, generator=gen, dtype=torch.float64)
             weights.append(q * scales)
             biases.append(torch.randn(d, generator=gen, dtype=torch.float64))
-        return cls(tuple(weights), tuple(biases), tuple(noises))
+        style = tuple(style_scale * torch.randn(d, style_dim, generator=gen, dtype=torch.float64) / d**0.5
+                      for d in dims) if style_dim else ()
+        return cls(tuple(weights), tuple(biases), tuple(noises), style)
+
+    @property
+    def style_dim(self) -> int:
+        return int(self.style_weights[0].shape[1]) if self.style_weights else 0
 
     @property
     def num_modalities(self) -> int:
@@ -72,6 +88,8 @@ class LinearGaussianToy:
         z = torch.randn(num_samples, self.latent_dim, generator=generator, dtype=torch.float64)
         xs = [z @ w.T + b + s * torch.randn(num_samples, w.shape[0], generator=generator, dtype=torch.float64)
               for w, b, s in zip(self.weights, self.biases, self.noise, strict=True)]
+        for m, v in enumerate(self.style_weights):
+            xs[m] = xs[m] + torch.randn(num_samples, v.shape[1], generator=generator, dtype=torch.float64) @ v.T
         return z, xs
 
     def log_marginal(self, xs: Sequence[Tensor], subset: Sequence[int] | None = None) -> Tensor:
@@ -82,6 +100,8 @@ class LinearGaussianToy:
         var = torch.cat([torch.full((self.weights[m].shape[0],), self.noise[m] ** 2, dtype=torch.float64)
                          for m in members])
         cov = w @ w.T + torch.diag(var)
+        if self.style_weights:
+            cov = cov + torch.block_diag(*[self.style_weights[m] @ self.style_weights[m].T for m in members])
         x = torch.cat([xs[m].double() for m in members], dim=1)
         return torch.distributions.MultivariateNormal(b, covariance_matrix=cov).log_prob(x)
 
@@ -109,23 +129,31 @@ class LinearGaussianToy:
               dtype: torch.dtype = torch.float64) -> MultimodalVAE:
         """A :class:`MultimodalVAE` with the true decoders and, if ``exact_encoders``, the exact experts.
 
-        With ``exact_encoders=False`` the encoders are randomly initialised (a model to train).
+        With ``exact_encoders=False`` the encoders are randomly initialised (a model to train). With style
+        latents the decoders read ``[z, w_m]`` and the "exact" encoders give the no-style experts for z and
+        N(0, I) for w_m (an approximation: see the module docstring).
         """
+        style = self.style_dim
         encoders, decoders = [], []
         prec = self.expert_precisions()
         for m, (w, b, s) in enumerate(zip(self.weights, self.biases, self.noise, strict=True)):
-            enc = LinearEncoder(w.shape[0], self.latent_dim)
-            dec = LinearDecoder(self.latent_dim, (w.shape[0],))
+            enc = LinearEncoder(w.shape[0], self.latent_dim + style)
+            dec = LinearDecoder(self.latent_dim + style, (w.shape[0],))
+            d = self.latent_dim
             with torch.no_grad():
-                dec.linear.weight.copy_(w)
+                dec.linear.weight.copy_(torch.cat([w, self.style_weights[m]], dim=1) if style else w)
                 dec.linear.bias.copy_(b)
                 if exact_encoders:
                     gain = w.T / (s**2) / prec[m][:, None]  # (D, d_m)
-                    enc.mu.weight.copy_(gain)
-                    enc.mu.bias.copy_(-gain @ b)
-                    enc.logvar_bias.copy_(-prec[m].log())
+                    enc.mu.weight.zero_()
+                    enc.mu.bias.zero_()
+                    enc.logvar_bias.zero_()
+                    enc.mu.weight[:d].copy_(gain)
+                    enc.mu.bias[:d].copy_(-gain @ b)
+                    enc.logvar_bias[:d].copy_(-prec[m].log())
             encoders.append(enc)
             decoders.append(dec)
         likelihoods = [Gaussian(scale=s) for s in self.noise]
-        return MultimodalVAE(encoders, decoders, likelihoods, self.latent_dim, prior_expert=prior_expert).to(dtype)
+        return MultimodalVAE(encoders, decoders, likelihoods, self.latent_dim, prior_expert=prior_expert,
+                             style_dims=[style] * self.num_modalities).to(dtype)
 

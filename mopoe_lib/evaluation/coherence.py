@@ -49,7 +49,7 @@ def conditional_coherence(
         batch = batch.to(device)
         fused_mu, fused_lv = model.fuse(model.encode(batch.x), subsets)  # (K, B, D)
         z = reparameterize(fused_mu, fused_lv, generator)
-        generated = model.means(model.decode(z))  # M tensors (K, B, ...)
+        generated = model.means(model.decode(z, generator=generator))  # M tensors (K, B, ...)
         flat = [g.flatten(0, 1).clamp(0, 1) for g in generated]  # (K*B, ...)
         predicted = predict(classifiers, flat).view(model.num_modalities, subsets.shape[0], -1)  # (M, K, B)
         correct += (predicted == batch.label.to(predicted.device)).sum(dim=2).T.float().cpu()

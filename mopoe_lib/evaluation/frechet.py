@@ -97,7 +97,7 @@ def frechet_classifier_distance(
         real.append(_features(classifiers, batch.x))
         if subsets.shape[0]:
             z = reparameterize(*model.fuse(model.encode(batch.x), subsets), generator)  # (K, B, D)
-            generated = model.means(model.decode(z))
+            generated = model.means(model.decode(z, generator=generator))
             feats = _features(classifiers, [g.flatten(0, 1) for g in generated])  # (M, K*B, F)
             conditional.append(feats.view(model.num_modalities, subsets.shape[0], -1, feats.shape[-1]))
         if prior:

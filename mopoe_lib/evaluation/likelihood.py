@@ -6,6 +6,8 @@ any subsets given). Every sample is drawn, decoded and weighted *per test point*
 and the log-mean-exp runs over K only (the authors' code reshaped samples so that points got mixed:
 REFERENCE.md, defect 2). K is processed in chunks, so memory stays bounded for large K.
 
+With modality-specific latents the proposal is :math:`q(z \\mid X) \\prod_m q(w_m \\mid x_m)`.
+
 Conditional log-likelihoods use :math:`\\log p(X_{rest} \\mid X_S) = \\log p(X) - \\log p(X_S)`, each estimated
 with its own proposal (the joint posterior for X, the posterior of S for X_S).
 """
@@ -34,7 +36,9 @@ def log_likelihood(model: MultimodalVAE, x: Sequence[Tensor], num_samples: int =
             proposal should only use those (pass matching ``subsets``).
         chunk: samples processed at once.
     """
-    mixture: SubsetMixture = model.posterior(x, full_set(model.num_modalities) if subsets is None else subsets)
+    experts, style = model.encode_all(x)
+    subsets = full_set(model.num_modalities) if subsets is None else subsets
+    mixture: SubsetMixture = model.posterior(x, subsets, experts=experts)
     wanted = list(range(model.num_modalities)) if modalities is None else list(modalities)
     pieces = []
     for start in range(0, num_samples, chunk):
@@ -42,8 +46,11 @@ def log_likelihood(model: MultimodalVAE, x: Sequence[Tensor], num_samples: int =
         # one component per (sample, row) drawn from the row's weights, then z from that component
         index = torch.multinomial(mixture.weights.T.float().cpu(), k, replacement=True, generator=generator).T
         z = reparameterize(*mixture.component(index.to(mixture.mu.device)), generator)  # (k, B, D)
-        ll = model.log_likelihoods(model.decode(z, wanted), x)[wanted].sum(dim=0)  # (k, B)
-        pieces.append(ll + standard_normal_log_prob(z) - mixture.log_prob(z))
+        ws = model.draw_style(style, wanted, (k,), generator)  # modality-specific latents, if any
+        ll = model.log_likelihoods(model.decode(z, wanted, ws), x)[wanted].sum(dim=0)  # (k, B)
+        log_w = ll + standard_normal_log_prob(z) - mixture.log_prob(z)
+        style_ratio = model.style_log_ratio(ws, style)
+        pieces.append(log_w if style_ratio is None else log_w + style_ratio.sum(dim=0))
     log_w = torch.cat(pieces)  # (K, B)
     return torch.logsumexp(log_w, dim=0) - math.log(num_samples)
 
