@@ -13,7 +13,9 @@ scale       what it is
 
 for each model ``mopoe``, ``mvae`` and ``mmvae``; and ``mst-<fast|full>-<model>`` for MNIST-SVHN-Text (the
 official networks, latent 20, Adam 1e-3; FAST on the offline street-digit stand-in; ``data_source=svhn`` for
-the real SVHN). Any field can be overridden, e.g.
+the real SVHN); ``celeba-full-<model>`` for CelebA image-text (20 shared + 32 modality-specific latent
+dimensions, Adam 5e-4, 250 epochs; needs the data set you download, see :mod:`mopoe_lib.data.celeba`). Any
+field can be overridden, e.g.
 ``get_config("polymnist-fast-mopoe", epochs=2, lr=1e-3)`` or ``--set epochs=2`` on the command line.
 """
 
@@ -36,9 +38,12 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
 #: data set -> its architectures (the first is the default)
-DATASETS: dict[str, tuple[str, ...]] = {"polymnist": ("compact", "paper"), "mnist-svhn-text": ("mst",)}
+DATASETS: dict[str, tuple[str, ...]] = {"polymnist": ("compact", "paper"), "mnist-svhn-text": ("mst",),
+                                        "celeba": ("celeba",)}
 #: MNIST-SVHN-Text reconstruction weights (REFERENCE.md): numel(SVHN) / numel(modality), text as 8 symbols
 MST_RECON_WEIGHTS = (3072 / 784, 1.0, 3072 / 8)
+#: CelebA reconstruction weights, the same rule: numel(image) / numel(modality), text as 256 symbols
+CELEBA_RECON_WEIGHTS = (1.0, 3 * 64 * 64 / 256)
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
@@ -67,10 +72,12 @@ class ExperimentConfig:
     data_variant: str = "fast"
     data_source: str = ""  # mnist-svhn-text: "street" (offline stand-in, default) or "svhn" (real SVHN)
     data_seed: int = 0
+    data_root: str = ""  # celeba: folder with the downloaded files ("" -> <data folder>/raw/celeba)
     train_subset: int = 0  # use only the first n training tuples (0: all)
     # model
     architecture: str = "compact"
     latent_dim: int = 64
+    style_dim: int = 0  # modality-specific latent per modality (0: none; CelebA: 32)
     likelihood: str = "laplace"
     likelihood_scale: float = 0.75
     prior_expert: str = ""  # "" -> the objective's default (mopoe: full_set, mvae: always, mmvae: never)
@@ -112,6 +119,10 @@ class ExperimentConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         get_likelihood(self.likelihood)  # raises with the valid names
+        if self.style_dim < 0:
+            raise ValueError(f"style_dim must be non-negative, got {self.style_dim}")
+        if self.style_dim and self.dataset == "polymnist":
+            raise ValueError("style_dim needs per-modality networks; the PolyMNIST networks are grouped (use 0)")
         if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
             raise ValueError("batch_size and lr must be positive and epochs non-negative")
 
@@ -150,13 +161,23 @@ def build_model(config: ExperimentConfig, num_modalities: int = 5,
     if config.dataset == "mnist-svhn-text":
         from .networks import mnist_svhn_text as nets
 
-        d = config.latent_dim
+        d, s = config.latent_dim, config.style_dim
         image = {"scale": config.likelihood_scale}
-        return MultimodalVAE([nets.MNISTEncoder(d), nets.SVHNEncoder(d), nets.TextEncoder(d)],
-                             [nets.MNISTDecoder(d), nets.SVHNDecoder(d), nets.TextDecoder(d)],
+        return MultimodalVAE([nets.MNISTEncoder(d + s), nets.SVHNEncoder(d + s), nets.TextEncoder(d + s)],
+                             [nets.MNISTDecoder(d + s), nets.SVHNDecoder(d + s), nets.TextDecoder(d + s)],
                              [get_likelihood("laplace", **image), get_likelihood("laplace", **image),
                               get_likelihood("categorical")], d, names=names or ("mnist", "svhn", "text"),
-                             recon_weights=MST_RECON_WEIGHTS,
+                             recon_weights=MST_RECON_WEIGHTS, style_dims=[s] * 3,
+                             prior_expert=config.resolved_prior_expert)  # type: ignore[arg-type]
+    if config.dataset == "celeba":
+        from .networks import celeba
+
+        width = config.latent_dim + config.style_dim
+        return MultimodalVAE([celeba.FaceEncoder(width), celeba.AttributeTextEncoder(width)],
+                             [celeba.FaceDecoder(width), celeba.AttributeTextDecoder(width)],
+                             [get_likelihood("laplace", scale=config.likelihood_scale),
+                              get_likelihood("categorical")], config.latent_dim, names=names or ("image", "text"),
+                             recon_weights=CELEBA_RECON_WEIGHTS, style_dims=[config.style_dim] * 2,
                              prior_expert=config.resolved_prior_expert)  # type: ignore[arg-type]
     arch = ARCHITECTURES[config.architecture]
     encoder = GroupedConvEncoder(num_modalities, config.latent_dim, arch["channels"], arch["hidden_dim"])
@@ -173,6 +194,10 @@ def load_dataset(config: ExperimentConfig, split: str):  # -> MultimodalDataset
         from .data.mnist_svhn_text import load_mnist_svhn_text
 
         return load_mnist_svhn_text(split, config.data_variant, config.data_source or "street", config.data_seed)
+    if config.dataset == "celeba":
+        from .data.celeba import load_celeba
+
+        return load_celeba(split, config.data_root or None)
     from .data.polymnist import load_polymnist
 
     return load_polymnist(split, config.data_variant, seed=config.data_seed)
@@ -194,6 +219,10 @@ def _registry() -> dict[str, ExperimentConfig]:
             out[f"mst-{scale}-{model}"] = ExperimentConfig(
                 name=f"mst-{scale}-{model}", dataset="mnist-svhn-text", data_variant=scale, architecture="mst",
                 latent_dim=20, objective=model, lr=1e-3, epochs=epochs, eval_samples=1000 if scale == "fast" else 10000)
+        # CelebA (download it yourself: mopoe_lib/data/celeba.py): 20 shared + 32 modality-specific dimensions
+        out[f"celeba-full-{model}"] = ExperimentConfig(
+            name=f"celeba-full-{model}", dataset="celeba", data_variant="full", architecture="celeba", latent_dim=20,
+            style_dim=32, objective=model, lr=5e-4, epochs=250, eval_samples=2000)
     return out
 
 

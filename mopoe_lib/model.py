@@ -298,7 +298,6 @@ class MultimodalVAE(nn.Module):
     @torch.no_grad()
     def sample_prior(self, num_samples: int, generator: torch.Generator | None = None) -> list[Tensor]:
         """Unconditional samples: z ~ N(0, I), decoded into every modality (means)."""
-        device = next(self.parameters()).device
         reference = next(self.parameters())
         z = torch.randn(num_samples, self.latent_dim, generator=generator).to(reference.device, reference.dtype)
         return self.means(self.decode(z, generator=generator))  # type: ignore[return-value]

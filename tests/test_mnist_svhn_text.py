@@ -213,5 +213,5 @@ def test_mst_configs_check_the_architecture_and_build_the_official_networks():
     assert [round(float(w), 3) for w in model.recon_weights] == [3.918, 1.0, 384.0]
     with pytest.raises(ValueError, match="choose one of mst"):
         get_config("mst-fast-mopoe", architecture="compact")
-    with pytest.raises(ValueError, match="choose one of polymnist, mnist-svhn-text"):
-        get_config("mst-fast-mopoe", dataset="celeba")
+    with pytest.raises(ValueError, match="choose one of polymnist, mnist-svhn-text, celeba"):
+        get_config("mst-fast-mopoe", dataset="cifar")

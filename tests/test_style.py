@@ -158,3 +158,17 @@ def test_style_needs_per_modality_networks_of_the_right_size():
                           [Gaussian()] * 2, 2, style_dims=[1, 1])
     with pytest.raises(ValueError, match=r"latent_dim \+ style = 2 \+ 1"):
         model.encode([torch.zeros(4, 3)] * 2)
+
+
+def test_any_per_modality_config_takes_style_latents():
+    from mopoe_lib.config import build_model, get_config
+
+    torch.manual_seed(0)
+    model = build_model(get_config("mst-fast-mopoe", style_dim=4))
+    assert model.style_dims == (4, 4, 4)
+    batch = [torch.rand(5, 1, 28, 28), torch.rand(5, 3, 32, 32), torch.randint(0, 71, (5, 8))]
+    out = make_objective("mopoe")(model, batch, generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert torch.isfinite(out.per_row).all()
+    with pytest.raises(ValueError, match="grouped"):
+        get_config("polymnist-fast-mopoe", style_dim=4)
