@@ -154,6 +154,7 @@ def test_evaluation_cli_writes_tidy_tables(tmp_path, capsys):
                  "--likelihood-samples", "8", "--out", str(out), "--no-progress"]) == 0
     meta, tables = read_tables(out)
     assert meta["config"]["objective"] == "mmvae" and meta["options"]["likelihood_samples"] == 8
+    assert meta["date"].endswith("UTC") and meta["progress"]["epoch"] == 1
     assert set(tables) == set(TABLES)
     assert len(tables["coherence"]) == 31 * 5 and len(tables["latent_probe"]) == 31
     assert len(tables["frechet"]) == 31 * 5 + 5 and len(tables["likelihood"]) == 1 + 5
@@ -166,3 +167,31 @@ def test_evaluation_cli_writes_tidy_tables(tmp_path, capsys):
     assert joint < 0 and all(row["mean"] < 0 for row in tables["likelihood"])  # densities of 2352 pixels
     assert main([str(tmp_path / "nothing")]) == 1
     assert "neither a run folder" in capsys.readouterr().err
+
+
+def test_results_are_collected_with_provenance_and_summarised_over_seeds(tmp_path):
+    from mopoe_lib.config import get_config
+    from mopoe_lib.data.integrity import write_json
+    from mopoe_lib.evaluation import collect_results, provenance, result_folders, seed_summary, write_tables
+
+    values = {0: [0.5, 0.6], 1: [0.7, 0.8], 2: [0.6, 0.4]}
+    for seed, (one, two) in values.items():
+        config = get_config("polymnist-fast-mopoe", seed=seed)
+        run = tmp_path / "runs" / f"polymnist-fast-mopoe-seed{seed}"
+        summary = [{"metric": "coherence", "num_inputs": 1, "value": one},
+                   {"metric": "coherence", "num_inputs": 2, "value": two}]
+        write_tables({"summary": summary}, run / "evaluation", provenance(config, {"epoch": 4}, str(run)))
+        write_json(run / "config.json", {"device": "cpu", "precision": "fp32",
+                                         "environment": {"platform": "test-machine", "cuda": None}})
+    (tmp_path / "runs" / "unevaluated").mkdir()
+    folders = result_folders([tmp_path / "runs", tmp_path / "missing"])
+    assert [f.parent.name for f in folders] == [f"polymnist-fast-mopoe-seed{k}" for k in range(3)]
+    rows = collect_results(folders)
+    assert len(rows) == 6
+    provenance_columns = {(r["seed"], r["epochs"], r["planned_epochs"], r["model"]) for r in rows}
+    assert provenance_columns == {(k, 4, 4, "mopoe") for k in range(3)}
+    assert all("test-machine" in r["hardware"] and r["date"].endswith("UTC") and not r["shipped"] for r in rows)
+    summary = {r["num_inputs"]: r for r in seed_summary(rows)}
+    assert summary[1]["seeds"] == 3 and summary[1]["seed_list"] == [0, 1, 2]
+    assert summary[1]["mean"] == pytest.approx(0.6) and summary[1]["sd"] == pytest.approx(0.1)
+    assert summary[2]["mean"] == pytest.approx(0.6) and summary[2]["sd"] == pytest.approx(0.2)

@@ -7,9 +7,15 @@ from .frechet import frechet_classifier_distance, frechet_distance, inception_fr
 from .latent import latent_probe, subset_means, subset_posteriors
 from .likelihood import conditional_log_likelihood, log_likelihood
 from .published import published_rows
+from .results import collect_results, evaluate_run, provenance, result_folders, seed_summary
 from .suite import SuiteOptions, evaluate_model, read_tables, write_tables
 
 __all__ = [
+    "collect_results",
+    "evaluate_run",
+    "provenance",
+    "result_folders",
+    "seed_summary",
     "SuiteOptions",
     "evaluate_model",
     "frechet_classifier_distance",

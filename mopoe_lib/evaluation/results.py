@@ -1,0 +1,124 @@
+"""Results files: evaluate a run into tidy tables, and collect every evaluated run with its provenance.
+
+An *evaluated run* is a folder ``<model folder>/evaluation/`` written by :func:`~.suite.write_tables`
+(``evaluation.json`` + CSVs), next to the model's ``config.json`` (config, seed, versions, hardware). The
+paper chapter (``07_paper_figures``) never types a number in: it calls :func:`collect_results`, which looks in
+
+- ``data/pretrained/*/evaluation``: the shipped compact models (committed);
+- ``data/results/*/evaluation``: results committed from other machines (e.g. FULL runs on a GPU);
+- ``runs/*/evaluation``: this machine's runs (e.g. the FAST models of the book's chapters).
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ExperimentConfig, load_dataset
+from ..data.integrity import read_json
+from ..pretrained import find_pretrained, load_pretrained
+from ..settings import repo_root
+from ..train import CheckpointError, latest_checkpoint, load_run
+from .classifiers import classifier_dir, load_classifiers
+from .suite import SuiteOptions, evaluate_model, read_tables, write_tables
+
+
+def load_source(source: str | Path):
+    """``(model, config, progress, default output folder)`` of a run folder or a shipped model's name."""
+    path = Path(source)
+    if path.is_dir() and (path / "config.json").is_file() and latest_checkpoint(path) is not None:
+        model, config = load_run(path)
+        progress = read_json(latest_checkpoint(path) / "state.json")["progress"]  # type: ignore[operator]
+        return model, config, progress, path / "evaluation"
+    folder = find_pretrained(str(source))
+    if folder is None:
+        raise CheckpointError(f"{str(source)!r} is neither a run folder with a checkpoint nor a shipped model "
+                              "(list them with `python -m mopoe_lib.pretrained list`)")
+    model, config, _ = load_pretrained(str(source))
+    return model, config, read_json(folder / "config.json").get("progress"), folder / "evaluation"
+
+
+def provenance(config: ExperimentConfig, progress: dict | None, source: str, **extra: Any) -> dict[str, Any]:
+    """What every results file records about where its numbers come from."""
+    return {"source": source, "config": config.to_dict(), "progress": progress, "torch": torch.__version__,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), **extra}
+
+
+def evaluate_run(source: str | Path, options: SuiteOptions | None = None, out: Path | None = None,
+                 progress: bool = True) -> Path:
+    """Run the PolyMNIST metric suite on a run folder or shipped model and write its tables; returns the folder.
+
+    Raises:
+        CheckpointError: no such run or shipped model, or a data set without shipped classifiers.
+    """
+    options = options or SuiteOptions()
+    model, config, trained, default_out = load_source(source)
+    if config.dataset != "polymnist":
+        raise CheckpointError(f"the metric suite needs digit classifiers for {config.dataset}; only PolyMNIST "
+                              "has shipped classifiers so far")
+    classifiers = load_classifiers()
+    start = time.perf_counter()
+    train, test = load_dataset(config, "train"), load_dataset(config, "test")
+    joint = config.make_objective().subsets(model.num_modalities, torch.Generator().manual_seed(options.seed))
+    tables = evaluate_model(model, joint, classifiers, train, test, options, progress=progress)
+    meta = provenance(config, trained, str(source),
+                      classifier_test_accuracy=read_json(classifier_dir() / "classifiers.json")["test_accuracy"],
+                      seconds=round(time.perf_counter() - start, 1))
+    return write_tables(tables, out or default_out, meta, options)
+
+
+def result_folders(roots: Iterable[Path] | None = None) -> list[Path]:
+    """Every ``*/evaluation`` folder with an ``evaluation.json`` under the result roots (see module docstring)."""
+    if roots is None:
+        base = repo_root() or Path.cwd()
+        roots = [base / "data" / "pretrained", base / "data" / "results", base / "runs"]
+    return sorted(p.parent for root in roots if Path(root).is_dir()
+                  for p in Path(root).glob("*/evaluation/evaluation.json"))
+
+
+def _origin(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Provenance columns of one evaluated model: where it was trained and how far."""
+    trained = folder.parent / "config.json"
+    blob = read_json(trained) if trained.is_file() else {}
+    env = blob.get("environment", {})
+    device = blob.get("device", "?")
+    hardware = f"{device} ({env.get('cuda') or env.get('platform', '?')}), {blob.get('precision', '?')}"
+    config = meta.get("config", {})
+    progress = meta.get("progress") or {}
+    return {"experiment": config.get("name", folder.parent.name), "dataset": config.get("dataset", "?"),
+            "model": config.get("objective", "?"), "seed": config.get("seed", 0),
+            "epochs": progress.get("epoch"), "planned_epochs": config.get("epochs"), "hardware": hardware,
+            "shipped": "pretrained" in folder.parts, "date": meta.get("date", "not recorded"),
+            "folder": str(folder)}
+
+
+def collect_results(folders: Iterable[Path] | None = None) -> list[dict[str, Any]]:
+    """Tidy rows ``(provenance..., metric, num_inputs, value)`` from the summary table of every evaluated run."""
+    rows = []
+    for folder in result_folders() if folders is None else folders:
+        meta, tables = read_tables(folder)
+        origin = _origin(Path(folder), meta)
+        rows += [{**origin, "metric": r["metric"], "num_inputs": int(r["num_inputs"]), "value": float(r["value"])}
+                 for r in tables.get("summary", [])]
+    return rows
+
+
+def seed_summary(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, sample standard deviation and number of seeds per (experiment, metric, num_inputs)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["experiment"], row["dataset"], row["model"], row["metric"], row["num_inputs"])].append(row)
+    out = []
+    for (experiment, dataset, model, metric, inputs), members in sorted(groups.items()):
+        values = torch.tensor([m["value"] for m in members], dtype=torch.float64)
+        out.append({"experiment": experiment, "dataset": dataset, "model": model, "metric": metric,
+                    "num_inputs": inputs, "mean": float(values.mean()),
+                    "sd": float(values.std()) if len(values) > 1 else float("nan"), "seeds": len(values),
+                    "seed_list": sorted({m["seed"] for m in members})})
+    return out
