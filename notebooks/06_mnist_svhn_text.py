@@ -42,7 +42,7 @@ import mopoe_lib
 from mopoe_lib.config import get_config, load_dataset
 from mopoe_lib.data import MissingDataError
 from mopoe_lib.data.text import ALPHABET, decode
-from mopoe_lib.evaluation import coherence_by_num_inputs, conditional_coherence
+from mopoe_lib.evaluation import coherence_by_num_inputs, conditional_coherence, provenance, write_tables
 from mopoe_lib.evaluation.mst import (
     PerModalityClassifiers,
     TextReader,
@@ -110,9 +110,11 @@ def base_labels(data, m):
 
 try:
     classifiers, meta = load_mst_classifiers(SOURCE)
+    JUDGES = "shipped classifiers"
     print("shipped classifiers, test accuracy:", meta["test_accuracy"], "| command:", meta["command"])
 except MissingDataError as exc:
     print(f"{exc}\ntraining quick classifiers on this chapter's training images instead")
+    JUDGES = "quick classifiers trained in chapter 6"
     judges = [train_digit_classifier(*base_labels(train, m), epochs=3, seed=SEED) for m in range(2)]
     classifiers = PerModalityClassifiers([*judges, TextReader()])
 for m, name in enumerate(("mnist", "svhn")):
@@ -196,6 +198,18 @@ summary.plot.bar(figsize=(6, 3.2), ylim=(0, 1), ylabel="coherence", title="mean 
 plt.axhline(0.1, color="0.5", linestyle=":")
 plt.show()
 summary.round(3)
+
+# %% [markdown]
+# The numbers go to each run's `evaluation/` folder with their provenance (config, seed, epochs, date), where
+# the paper chapter (7) collects them.
+
+# %%
+for name, run in runs.items():
+    mine = [{k: v for k, v in r.items() if k != "model"} for r in rows if r["model"] == name]
+    table = [{"metric": "coherence", "num_inputs": k, "value": v} for k, v in coherence_by_num_inputs(mine).items()]
+    about = provenance(run.config, {"epoch": run.metrics[-1]["epoch"]}, str(run.folder), test_points=len(points),
+                       classifiers=JUDGES)
+    print(write_tables({"summary": table, "coherence": mine}, run.folder / "evaluation", about))
 
 # %% [markdown]
 # ## Summary

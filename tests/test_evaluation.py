@@ -182,7 +182,7 @@ def test_results_are_collected_with_provenance_and_summarised_over_seeds(tmp_pat
                    {"metric": "coherence", "num_inputs": 2, "value": two}]
         write_tables({"summary": summary}, run / "evaluation", provenance(config, {"epoch": 4}, str(run)))
         write_json(run / "config.json", {"device": "cpu", "precision": "fp32",
-                                         "environment": {"platform": "test-machine", "cuda": None}})
+                                         "environment": {"cpu_count": 2, "threads": 1, "cuda": None}})
     (tmp_path / "runs" / "unevaluated").mkdir()
     folders = result_folders([tmp_path / "runs", tmp_path / "missing"])
     assert [f.parent.name for f in folders] == [f"polymnist-fast-mopoe-seed{k}" for k in range(3)]
@@ -190,7 +190,8 @@ def test_results_are_collected_with_provenance_and_summarised_over_seeds(tmp_pat
     assert len(rows) == 6
     provenance_columns = {(r["seed"], r["epochs"], r["planned_epochs"], r["model"]) for r in rows}
     assert provenance_columns == {(k, 4, 4, "mopoe") for k in range(3)}
-    assert all("test-machine" in r["hardware"] and r["date"].endswith("UTC") and not r["shipped"] for r in rows)
+    assert all(r["hardware"] == "cpu (2 cores, threads=1), fp32" and r["date"].endswith("UTC") for r in rows)
+    assert not any(r["shipped"] for r in rows)
     summary = {r["num_inputs"]: r for r in seed_summary(rows)}
     assert summary[1]["seeds"] == 3 and summary[1]["seed_list"] == [0, 1, 2]
     assert summary[1]["mean"] == pytest.approx(0.6) and summary[1]["sd"] == pytest.approx(0.1)

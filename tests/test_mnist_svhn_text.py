@@ -140,6 +140,7 @@ def test_triples_share_the_label_and_the_three_objectives_run_unchanged(tmp_path
     assert batch.x[0].shape == (300, 1, 28, 28) and batch.x[1].shape == (300, 3, 32, 32)
     assert batch.x[2].dtype == torch.int64 and batch.x[2].shape == (300, 8)
     assert torch.equal(text_to_digit(decode(batch.x[2])), batch.label)  # the text names the label
+    assert set(batch.label.tolist()) == set(range(10))  # shuffled: a prefix covers every digit
     mnist_rows, svhn_rows = data.index[0], data.index[1]
     assert len(set(mnist_rows.tolist())) <= 1000 and len(set(svhn_rows.tolist())) <= 2000
     small = data.subset(torch.arange(10))

@@ -19,7 +19,7 @@ from mopoe_lib.book import chapters
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_CHAPTERS = ["00_data.py", "01_mean_functions.py", "02_training.py", "03_latent_spaces.py", "04_coherence.py",
-                     "05_likelihood.py", "06_mnist_svhn_text.py"]
+                     "05_likelihood.py", "06_mnist_svhn_text.py", "07_paper_figures.py"]
 
 
 def test_expected_chapters_are_present():

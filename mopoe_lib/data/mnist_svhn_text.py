@@ -69,6 +69,10 @@ def load_mnist_svhn_text(split: str, variant: str = "fast", source: str = "stree
         if variant == "fast":
             svhn_x, svhn_y = svhn_x[:spec.street[split]], svhn_y[:spec.street[split]]
     index_mnist, index_svhn = pair_by_label(mnist_y, svhn_y, spec.multiplicity, seed=split_seed)
+    # pairs come grouped by digit; shuffle them (seeded) so that any prefix, e.g. the first 1000 test triples
+    # an evaluation takes, is a fair sample of all digits
+    order = torch.randperm(index_mnist.shape[0], generator=torch.Generator().manual_seed(30_000 + split_seed))
+    index_mnist, index_svhn = index_mnist[order], index_svhn[order]
     pair_labels = mnist_y[index_mnist]
     text = digit_text_indices(pair_labels, torch.Generator().manual_seed(20_000 + split_seed))
     return MultimodalDataset([mnist_x, svhn_x, text], pair_labels, MODALITIES, index=[index_mnist, index_svhn, None])

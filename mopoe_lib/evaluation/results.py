@@ -87,8 +87,8 @@ def _origin(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
     trained = folder.parent / "config.json"
     blob = read_json(trained) if trained.is_file() else {}
     env = blob.get("environment", {})
-    device = blob.get("device", "?")
-    hardware = f"{device} ({env.get('cuda') or env.get('platform', '?')}), {blob.get('precision', '?')}"
+    where = env.get("cuda") or f"{env.get('cpu_count', '?')} cores, threads={env.get('threads', '?')}"
+    hardware = f"{blob.get('device', '?')} ({where}), {blob.get('precision', '?')}"
     config = meta.get("config", {})
     progress = meta.get("progress") or {}
     return {"experiment": config.get("name", folder.parent.name), "dataset": config.get("dataset", "?"),

@@ -1,0 +1,206 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 7. The paper's results, reproduced from our own results files
+#
+# **Goal.** Put the paper's PolyMNIST and MNIST-SVHN-Text results (coherence by number of inputs, latent
+# classification, likelihoods) for MVAE, MMVAE and MoPoE next to ours, and say honestly where they differ and
+# why. No number of ours is typed into this chapter: every one is read from a results file written by the
+# evaluation code, together with its provenance (experiment, seed, epochs, hardware, date). Every published
+# number names its source.
+#
+# **Outline.**
+# 1. Make sure this mode's runs exist and are evaluated (FAST: the chapter-2 models; FULL: three seeds each).
+# 2. Collect every results file: this mode's runs, the shipped compact models, results committed from GPUs.
+# 3. PolyMNIST: coherence and latent classification by number of inputs, ours vs published.
+# 4. Likelihoods.
+# 5. MNIST-SVHN-Text.
+# 6. What differs, and why.
+
+# %% Setup
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from IPython.display import display
+
+import mopoe_lib
+from mopoe_lib.config import get_config
+from mopoe_lib.evaluation import SuiteOptions, collect_results, evaluate_run, published_rows, seed_summary
+from mopoe_lib.pretrained import load_or_train
+from mopoe_lib.settings import repo_root, run_mode, seed_everything
+from mopoe_lib.viz import set_style
+
+MODE = run_mode()
+FAST = MODE == "fast"
+seed_everything(0)
+set_style()
+SCALE = "fast" if FAST else "full"
+SEEDS = (0,) if FAST else (0, 1, 2)  # FAST: one seed, to stay within minutes; FULL: the spread over 3 seeds
+MODELS = ("mvae", "mmvae", "mopoe")
+OPTIONS = SuiteOptions(test_samples=300, probe_train=300, likelihood_points=40, likelihood_samples=20) if FAST \
+    else SuiteOptions(test_samples=10_000, probe_train=500, likelihood_points=1000, likelihood_samples=1000)
+pd.set_option("display.width", 160)
+print(f"mopoe_lib {mopoe_lib.__version__} | torch {torch.__version__} | mode {MODE} | seeds {SEEDS}")
+
+# %% [markdown]
+# ## 1. This mode's runs, evaluated
+#
+# Seed 0 of each model is the run of chapter 2 (`runs/polymnist-<scale>-<model>`), other seeds go to
+# `runs/polymnist-<scale>-<model>-seed<k>`. Finished runs are loaded, unfinished ones resumed, missing ones
+# trained. Each is then evaluated with the full metric suite (in FAST with few test tuples and importance
+# samples, so the numbers are rough) and its tables are written to the run's `evaluation/` folder. In FULL,
+# runs that already have tables are not evaluated again.
+
+# %%
+root = repo_root() or Path.cwd()
+for model in MODELS:
+    for seed in SEEDS:
+        config = get_config(f"polymnist-{SCALE}-{model}", seed=seed)
+        run_dir = root / "runs" / (config.name if seed == 0 else f"{config.name}-seed{seed}")
+        run = load_or_train(config, use_pretrained=False, run_dir=run_dir, progress=False)
+        if FAST or not (run.folder / "evaluation" / "evaluation.json").is_file():
+            print("evaluated ->", evaluate_run(run.folder, OPTIONS, progress=False))
+
+# %% [markdown]
+# ## 2. Every results file, with its provenance
+#
+# `collect_results` reads the summary table of every evaluated model it finds: this machine's runs (`runs/`),
+# the shipped compact models (`data/pretrained/`, trained on a CPU and committed with their tables) and
+# results committed from other machines (`data/results/`, e.g. FULL runs on a GPU). One row per model below.
+
+# %%
+results = pd.DataFrame(collect_results())
+provenance = results.drop_duplicates("folder")[
+    ["experiment", "dataset", "model", "seed", "epochs", "planned_epochs", "hardware", "date", "shipped"]]
+display(provenance.sort_values(["dataset", "experiment", "seed"]).reset_index(drop=True))
+summary = pd.DataFrame(seed_summary(results.to_dict("records")))
+published = pd.DataFrame(published_rows())
+
+# %% [markdown]
+# ## 3. PolyMNIST: coherence and latent classification by number of inputs
+#
+# Solid lines: ours, one per experiment (FAST = the book's minutes-long runs; compact = the shipped CPU-trained
+# models, latent 64; full = the paper's networks, only when results from a GPU were committed), with error bars
+# of one standard deviation over seeds where there are several. Dashed grey lines: published numbers, one per
+# source (the paper's own tables could not be collected; REFERENCE.md lists re-runs and reprints).
+
+# %%
+def versus_published(metric: str, ylabel: str) -> pd.DataFrame:
+    ours = summary[(summary.dataset == "polymnist") & (summary.metric == metric)]
+    fig, axes = plt.subplots(1, len(MODELS), figsize=(12, 3.4), sharey=True)
+    for ax, model in zip(axes, MODELS, strict=True):
+        for k, (source, ref) in enumerate(published[(published.metric == metric)
+                                                     & (published.model == model)].groupby("source")):
+            ax.plot(ref.num_inputs, ref.value, "--", marker="s", color="0.55", alpha=0.8,
+                    markersize=4, label=f"[{chr(97 + k)}] {source[:38]}")
+        for j, (experiment, mine) in enumerate(ours[ours.model == model].groupby("experiment")):
+            seeds = int(mine.seeds.max())
+            ax.errorbar(mine.num_inputs, mine["mean"], yerr=mine.sd.fillna(0), marker="o", capsize=3,
+                        color=f"C{j}", label=f"ours: {experiment} ({seeds} seed{'s' if seeds > 1 else ''})")
+        ax.axhline(0.1, color="0.5", linestyle=":", linewidth=1)
+        ax.set_title(model)
+        ax.set_xlabel("number of input modalities")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=6, loc="lower right")
+    axes[0].set_ylabel(ylabel)
+    plt.show()
+    table = ours.pivot_table(index=["model", "experiment"], columns="num_inputs", values="mean")
+    return table.round(3)
+
+
+versus_published("coherence", "conditional coherence")
+
+# %% [markdown]
+# Latent classification: a logistic regression on posterior means of each subset (500 training tuples in
+# FULL, REFERENCE.md), test accuracy averaged over the subsets of each size.
+
+# %%
+versus_published("latent_probe", "latent classification accuracy")
+
+# %% [markdown]
+# ## 4. Likelihoods
+#
+# Importance-sampled $\log p(X)$ with each model's own joint posterior as proposal, and the mean conditional
+# $\log p(X_{\text{rest}} \mid x_m)$ given one modality (chapter 5), in nats per tuple of five 3x28x28 images.
+# The published PolyMNIST likelihoods were not collected (REFERENCE.md); the paper's qualitative claim is that
+# the MVAE fits the joint well while its conditionals from few inputs are poor, and the MoPoE does well on both.
+# Bounds differ by estimator, K and likelihood scale, so compare rows of the same experiment only.
+
+# %%
+likelihood = summary[(summary.dataset == "polymnist") & summary.metric.str.startswith("log p")]
+display(likelihood.pivot_table(index=["experiment", "model"], columns="metric", values="mean").round(1))
+random = summary[(summary.dataset == "polymnist") & (summary.metric == "random_coherence")]
+display(random.pivot_table(index="experiment", columns="model", values="mean").round(3)
+        .rename_axis(columns="random coherence"))
+
+# %% [markdown]
+# ## 5. MNIST-SVHN-Text
+#
+# Chapter 6 writes its coherence tables (per subset and target, and by number of inputs) next to each of its
+# runs. Published MNIST-SVHN-Text tables could not be collected (REFERENCE.md), so compare the trends: MoPoE
+# coherent from any subset, MMVAE from single modalities, MVAE weakest from few inputs. Offline, the colour
+# modality is the synthetic street digits, not SVHN, so even the levels are not comparable with the paper.
+
+# %%
+mst = summary[(summary.dataset == "mnist-svhn-text") & (summary.metric == "coherence")]
+if mst.empty:
+    print("no MNIST-SVHN-Text results yet: execute chapter 6 (06_mnist_svhn_text) first")
+else:
+    display(mst.pivot_table(index=["experiment", "model"], columns="num_inputs", values="mean").round(3)
+            .rename_axis(columns="inputs"))
+
+# %% [markdown]
+# ## 6. What differs, and why
+#
+# The table puts our best-trained PolyMNIST models (the most epochs per model) next to the MVTCAE paper's five
+# re-runs of the authors' code, by number of inputs.
+
+# %%
+polymnist = results[(results.dataset == "polymnist") & (results.metric == "coherence")]
+best = polymnist.sort_values("epochs").groupby("model").tail(1)[["model", "experiment", "epochs"]]
+reference = published[(published.metric == "coherence") & published.source.str.startswith("MVTCAE")]
+rows = []
+for _, pick in best.iterrows():
+    ours = summary[(summary.experiment == pick.experiment) & (summary.metric == "coherence")]
+    for _, row in ours.iterrows():
+        ref = reference[(reference.model == pick.model) & (reference.num_inputs == row.num_inputs)]
+        rows.append({"model": pick.model, "ours": f"{pick.experiment} ({pick.epochs} epochs)",
+                     "inputs": row.num_inputs, "ours_coherence": row["mean"],
+                     "published": float(ref.value.iloc[0]) if len(ref) else float("nan")})
+comparison = pd.DataFrame(rows)
+comparison["difference"] = comparison.ours_coherence - comparison.published
+comparison.round(3)
+
+# %% [markdown]
+# Reading the comparison:
+#
+# - **Scale.** The paper's models have latent 512, networks four times wider and 300 epochs on a GPU. The
+#   shipped models are compact (latent 64) and were trained on one CPU core for a fraction of that; the FAST
+#   models of the book for a few epochs on 6k tuples, where the latent code has not yet picked up the digit and
+#   coherence sits near chance (0.1). Compare the *shape* of the curves first.
+# - **What should reproduce.** MoPoE's coherence rises with the number of inputs; the MMVAE's is flat (its
+#   posterior is a mixture of unimodal experts, so more inputs do not sharpen it); the MVAE's is lowest from
+#   one input (its product posterior is trained mainly on the full set).
+# - **Known defects fixed here** (REFERENCE.md) move numbers slightly: classifiers in eval mode (the authors'
+#   left dropout on), likelihood samples never mixed across test points, seeds everywhere.
+# - **Seeds.** FAST uses one seed to stay within minutes; FULL trains three per model and shows their spread.
+#   The shipped compact models are one seed each (a CPU-hours budget): their spread is unknown.
+# - **FULL results** are used when a GPU run's tables are committed under `data/results/`; the provenance
+#   table at the top says which rows come from where.
+#
+# **Exercises.** (1) Evaluate a shipped model with more test tuples (`python -m mopoe_lib.evaluation
+# polymnist-compact-mopoe --test-samples 10000`) and re-run this chapter: which numbers move? (2) Train a
+# second FAST seed (`SEEDS = (0, 1)`): how large is the spread compared with the differences between models?
