@@ -112,3 +112,57 @@ def test_toggling_a_subset_checkbox_redraws_the_figure(lab):
         page.screenshot(path=str(ARTIFACTS / "browser_subset_widget.png"), full_page=False)
         browser.close()
     assert before and after and before != after
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on this machine (make test installs Debian's "
+                                              "chromium with apt; install it to run this test)")
+def test_static_html_edition_renders_widgets_and_math_offline(tmp_path):
+    """The HTML edition opened from disk: the embedded widget state and the math render, and the page asks
+    for nothing outside the build folder."""
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+    from playwright.sync_api import sync_playwright
+
+    from mopoe_lib.html import export_html, vendor
+
+    notebook = new_notebook(cells=[
+        new_markdown_cell("# 9. A page\n\nThe bound: $\\log p(X) \\geq \\mathcal{L}$."),
+        new_code_cell("import ipywidgets as w\nw.VBox([w.Checkbox(value=True, description='expert B'), "
+                      "w.IntSlider(value=7, description='K')])"),
+    ])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    source = tmp_path / "09_page.ipynb"
+    nbformat.write(notebook, source)
+    out = tmp_path / "html"
+    vendor(out, ROOT / "build" / "npm")
+    export_html([source], out)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    outside, errors = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1000, "height": 700})
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def only_local(route):
+            if route.request.url.startswith("file://"):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_local)
+        page.goto((out / "09_page.html").as_uri())
+        page.wait_for_selector(".widget-checkbox input[type=checkbox]", timeout=60_000)
+        page.wait_for_selector("mjx-container", timeout=60_000)
+        checked = page.locator(".widget-checkbox input[type=checkbox]").first.is_checked()
+        slider = page.locator(".widget-readout").first.text_content()
+        page.screenshot(path=str(ARTIFACTS / "html_edition.png"))
+        index = browser.new_page()
+        index.goto((out / "index.html").as_uri())
+        link = index.locator("a").first.get_attribute("href")
+        browser.close()
+    assert checked and slider.strip() == "7"
+    assert link == "09_page.html"
+    assert outside == [] and errors == []
