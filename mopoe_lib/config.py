@@ -102,6 +102,7 @@ class ExperimentConfig:
     threads: int = 0  # CPU threads (0: torch's default, i.e. all cores or $OMP_NUM_THREADS)
     # bookkeeping
     eval_samples: int = 1000  # test tuples for the per-epoch test bound (0: skip)
+    eval_coherence: int = 0  # PolyMNIST: test tuples for per-epoch coherence with the shipped classifiers (0: skip)
     checkpoint_every_steps: int = 0  # extra checkpoints within an epoch (0: only at epoch ends)
     keep_checkpoints: int = 2
     time_limit_minutes: float = 0.0  # stop with a checkpoint after this much training time (0: none)
@@ -119,6 +120,8 @@ class ExperimentConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         get_likelihood(self.likelihood)  # raises with the valid names
+        if self.eval_coherence and self.dataset != "polymnist":
+            raise ValueError("eval_coherence needs the shipped PolyMNIST classifiers; use 0 for other data sets")
         if self.style_dim < 0:
             raise ValueError(f"style_dim must be non-negative, got {self.style_dim}")
         if self.style_dim and self.dataset == "polymnist":
@@ -208,13 +211,13 @@ def _registry() -> dict[str, ExperimentConfig]:
     for model in ("mopoe", "mvae", "mmvae"):
         out[f"polymnist-fast-{model}"] = ExperimentConfig(
             name=f"polymnist-fast-{model}", data_variant="fast", architecture="compact", latent_dim=64,
-            objective=model, lr=1e-3, epochs=4, eval_samples=1000)
+            objective=model, lr=1e-3, epochs=4, eval_samples=1000, eval_coherence=200)
         out[f"polymnist-compact-{model}"] = ExperimentConfig(
             name=f"polymnist-compact-{model}", data_variant="full", architecture="compact", latent_dim=64,
-            objective=model, lr=1e-3, epochs=80, precision="auto", eval_samples=2000)
+            objective=model, lr=1e-3, epochs=80, precision="auto", eval_samples=2000, eval_coherence=1000)
         out[f"polymnist-full-{model}"] = ExperimentConfig(
             name=f"polymnist-full-{model}", data_variant="full", architecture="paper", latent_dim=512,
-            objective=model, lr=5e-4, epochs=300, eval_samples=10000)
+            objective=model, lr=5e-4, epochs=300, eval_samples=10000, eval_coherence=2000)
         for scale, epochs in (("fast", 3), ("full", 200)):
             out[f"mst-{scale}-{model}"] = ExperimentConfig(
                 name=f"mst-{scale}-{model}", dataset="mnist-svhn-text", data_variant=scale, architecture="mst",

@@ -267,6 +267,15 @@ def evaluate_bound(model: MultimodalVAE, objective, data: MultimodalDataset, bat
     return {f"test/{k}": v / count for k, v in totals.items() if k not in ("beta", "loss")}
 
 
+def evaluate_coherence(model: MultimodalVAE, classifiers, data: MultimodalDataset, seed: int) -> dict[str, float]:
+    """Mean conditional coherence by number of inputs (``test/coherence/<k>``) on ``data``, with fixed noise."""
+    from .evaluation.coherence import coherence_by_num_inputs, conditional_coherence
+
+    rows = conditional_coherence(model, classifiers, data, seed=seed, progress=False)
+    model.train()
+    return {f"test/coherence/{k}": v for k, v in coherence_by_num_inputs(rows).items()}
+
+
 def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: bool = False,
           progress: bool = True, data: tuple[MultimodalDataset, MultimodalDataset] | None = None) -> TrainResult:
     """Train (or continue training) the model of ``config``; returns the model and its per-epoch metrics.
@@ -294,6 +303,12 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
 
     train_data, test_data = data if data is not None else load_training_data(config)
     train_data = train_data.to(device)
+    coherence_data = None
+    if config.eval_coherence:
+        from .evaluation.classifiers import load_classifiers
+
+        coherence_data = (load_classifiers().to(device),
+                          test_data.subset(torch.arange(min(config.eval_coherence, len(test_data)))).to(device))
     if config.eval_samples:
         test_data = test_data.subset(torch.arange(min(config.eval_samples, len(test_data)))).to(device)
 
@@ -417,6 +432,8 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
             row.update({f"train/{k}": v / max(counted, 1) for k, v in sums.items()})
             if config.eval_samples and epoch_done:
                 row.update(evaluate_bound(model, objective, test_data, config.batch_size, config.seed + 2, autocast))
+            if coherence_data is not None and epoch_done:
+                row.update(evaluate_coherence(_unwrap(model), *coherence_data, config.seed + 3))
             history.append(row)
             _write_metrics(metrics_path, history)
             last_checkpoint = save_checkpoint(run_dir, model, optimizer, noise, dict(position),
@@ -435,7 +452,7 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
 
 #: Fields that may change between an interrupted run and its resumption.
 _RESUMABLE = {"epochs", "max_steps", "time_limit_minutes", "device", "threads", "compile", "notes",
-              "checkpoint_every_steps", "keep_checkpoints"}
+              "checkpoint_every_steps", "keep_checkpoints", "eval_coherence"}
 
 
 def main(argv: list[str] | None = None) -> int:

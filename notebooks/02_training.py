@@ -29,6 +29,7 @@
 
 # %% Setup
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 import mopoe_lib
@@ -118,6 +119,31 @@ axes[1].set_title("KL term")
 for ax in axes:
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# **Coherence against training time.** Runs with `eval_coherence` set (every PolyMNIST experiment of the book)
+# also measure conditional coherence at the end of each epoch, on a fixed set of test tuples with the shipped
+# classifiers, and log it with the wall-clock time. The curves show the phase in which the latent code ignores
+# the digit (coherence at chance, 0.1) and, for runs that are long enough, the climb out of it.
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 3.4))
+for name, run in runs.items():
+    timed = [r for r in run.metrics if "test/coherence/1" in r]
+    if not timed:
+        print(f"{name}: no per-epoch coherence in this run's metrics (trained without eval_coherence)")
+        continue
+    elapsed = np.cumsum([r["seconds"] for r in run.metrics]) / 60  # training time, summed over resumptions
+    minutes = [t for t, r in zip(elapsed, run.metrics, strict=True) if "test/coherence/1" in r]
+    line, = ax.plot(minutes, [r["test/coherence/1"] for r in timed], marker="o", label=f"{name}, 1 input")
+    ax.plot(minutes, [r["test/coherence/4"] for r in timed], "--", marker="o", color=line.get_color(),
+            label=f"{name}, 4 inputs")
+ax.axhline(0.1, color="0.5", linestyle=":", label="chance")
+ax.set_xlabel("training time (minutes, this machine)")
+ax.set_ylabel("conditional coherence")
+ax.set_ylim(0, 1)
+ax.legend(fontsize=7)
 plt.show()
 
 # %% [markdown]

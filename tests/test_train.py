@@ -17,7 +17,7 @@ from mopoe_lib.config import get_config, parse_overrides
 from mopoe_lib.objectives import Objective
 from mopoe_lib.train import NonFiniteLossError, latest_checkpoint, load_run, train
 
-TINY = dict(train_subset=256, batch_size=64, latent_dim=8, epochs=3, eval_samples=64)
+TINY = dict(train_subset=256, batch_size=64, latent_dim=8, epochs=3, eval_samples=64, eval_coherence=0)
 
 
 def _config(**extra):
@@ -172,3 +172,17 @@ def test_two_process_ddp_equals_a_single_process_with_the_same_global_batch(tmp_
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     assert json.loads((tmp_path / "ddp" / "config.json").read_text())["world_size"] == 2
+
+
+def test_per_epoch_coherence_is_logged_without_touching_the_training_trajectory(tmp_path):
+    plain = train(_config(epochs=2), tmp_path / "plain", progress=False)
+    watched = train(_config(epochs=1, eval_coherence=40), tmp_path / "watched", progress=False)
+    # switching it on when resuming is allowed (it changes no training computation)
+    resumed = train(_config(epochs=2, eval_coherence=60), tmp_path / "watched", resume=True, progress=False)
+    _assert_identical(_weights(tmp_path / "plain"), _weights(tmp_path / "watched"))
+    assert "test/coherence/1" not in plain.metrics[-1]
+    for row in (watched.metrics[0], resumed.metrics[-1]):
+        values = [row[f"test/coherence/{k}"] for k in range(1, 5)]
+        assert all(0.0 <= v <= 1.0 for v in values)
+    with pytest.raises(ValueError, match="eval_coherence"):
+        get_config("mst-fast-mopoe", eval_coherence=100)
