@@ -123,7 +123,10 @@ def execute_chapter(path: Path, mode: str = "fast", timeout: int | None = 1800):
             index = next((i for i, cell in enumerate(notebook.cells)
                           if cell.cell_type == "code" and any(o.get("output_type") == "error"
                                                               for o in cell.get("outputs", []))), None)
-            where = f"cell {index}" if index is not None else "a cell"
+            where = "a cell"
+            if index is not None:
+                first = notebook.cells[index].source.strip().splitlines()[0][:80]
+                where = f"cell {index + 1} of {len(notebook.cells)} (`{first}`)"
             raise ChapterError(f"{path.name}: {where} failed in {mode.upper()} mode:\n{exc}") from exc
         except (CellTimeoutError, DeadKernelError) as exc:
             raise ChapterStalled(f"{path.name}: a cell timed out after {timeout} s or the kernel died in "

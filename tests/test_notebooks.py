@@ -50,3 +50,17 @@ def test_no_notebook_outputs_are_committed():
     tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
     assert tracked == []
+
+
+@pytest.mark.slow
+def test_the_book_stops_at_the_first_failing_cell_and_names_it(tmp_path):
+    from mopoe_lib.book import ChapterError, execute_chapter
+
+    chapter = tmp_path / "99_broken.py"
+    chapter.write_text("# %% [markdown]\n# # Broken\n\n# %%\nx = 1\n\n# %%\nraise ValueError('boom')\n\n"
+                       "# %%\nprint('never')\n")
+    with pytest.raises(ChapterError) as error:
+        execute_chapter(chapter, "fast", timeout=120)
+    message = str(error.value)
+    assert "99_broken.py" in message and "cell 3 of 4" in message and "raise ValueError('boom')" in message
+    assert "FAST" in message and "boom" in message
