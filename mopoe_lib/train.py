@@ -251,20 +251,29 @@ def load_training_data(config: ExperimentConfig) -> tuple[MultimodalDataset, Mul
 @torch.no_grad()
 def evaluate_bound(model: MultimodalVAE, objective, data: MultimodalDataset, batch_size: int, seed: int,
                    autocast) -> dict[str, float]:
-    """Mean bound (the objective's main term), reconstruction and KL on ``data``, with fixed noise."""
+    """Mean bound (the objective's main term), reconstruction and KL on ``data``, with fixed noise; and the
+    number of *active units* of the joint posterior (latent dimensions whose posterior mean varies across test
+    tuples, variance > 0.01; Burda et al. 2016): 0 means the posterior has collapsed onto the prior."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     totals: dict[str, float] = {}
     count = 0
+    means = []
+    everything = list(range(_unwrap(model).num_modalities))
     for batch in data.batches(batch_size):
         with autocast():
             out = objective(model, batch, generator=generator)
+            with torch.no_grad():
+                means.append(_unwrap(model).infer(batch.x, everything)[0].float())
         n = batch.size
         for key, value in out.as_floats(model.names).items():
             totals[key] = totals.get(key, 0.0) + value * n
         count += n
     model.train()
-    return {f"test/{k}": v / count for k, v in totals.items() if k not in ("beta", "loss")}
+    metrics = {f"test/{k}": v / count for k, v in totals.items() if k not in ("beta", "loss")}
+    if count > 1:
+        metrics["test/active_units"] = int((torch.cat(means).var(dim=0) > 0.01).sum())
+    return metrics
 
 
 def evaluate_coherence(model: MultimodalVAE, classifiers, data: MultimodalDataset, seed: int) -> dict[str, float]:

@@ -92,7 +92,15 @@ for name, run in runs.items():
     speed = [r["samples_per_s"] for r in run.metrics if "samples_per_s" in r]
     print(f"{name:6s} source={run.source:8s} epochs={run.metrics[-1]['epoch']}  "
           f"test bound={run.metrics[-1].get('test/elbo', float('nan')):.1f}  "
+          f"active units={run.metrics[-1].get('test/active_units', '?')}  "
           f"throughput={sum(speed) / max(len(speed), 1):.0f} samples/s")
+
+# %% [markdown]
+# *Active units* count the latent dimensions whose joint-posterior mean varies across test tuples (variance
+# above 0.01): 0 means the posterior has collapsed onto the prior and the decoders ignore $z$. An MVAE can fall
+# into this early on: its experts raise their variances until the product is the prior, after which their
+# gradients vanish and the run cannot recover (seen on the full data with beta 2.5; KL annealing,
+# `kl_anneal_steps`, the MVAE paper's remedy, avoids it).
 
 # %% [markdown]
 # ## 3. Learning curves

@@ -186,3 +186,23 @@ def test_per_epoch_coherence_is_logged_without_touching_the_training_trajectory(
         assert all(0.0 <= v <= 1.0 for v in values)
     with pytest.raises(ValueError, match="eval_coherence"):
         get_config("mst-fast-mopoe", eval_coherence=100)
+
+
+def test_active_units_reveal_a_posterior_collapsed_onto_the_prior():
+    from contextlib import nullcontext
+
+    from mopoe_lib.data import MultimodalDataset
+    from mopoe_lib.objectives import make_objective
+    from mopoe_lib.toy import LinearGaussianToy
+
+    toy = LinearGaussianToy.random(num_modalities=3, latent_dim=2, obs_dim=3, seed=0)
+    _, xs = toy.sample(200, torch.Generator().manual_seed(0))
+    data = MultimodalDataset(xs, torch.zeros(200, dtype=torch.long))
+    model = toy.model("always")
+    healthy = training.evaluate_bound(model, make_objective("mvae"), data, 64, 0, nullcontext)
+    with torch.no_grad():
+        for encoder in model.encoders:
+            encoder.logvar_bias.fill_(60.0)  # experts switched off: the PoE is the prior (what a collapsed MVAE learns)
+    collapsed = training.evaluate_bound(model, make_objective("mvae"), data, 64, 0, nullcontext)
+    assert healthy["test/active_units"] == 2 and collapsed["test/active_units"] == 0
+    assert collapsed["test/kl"] < 1e-6 < healthy["test/kl"]
