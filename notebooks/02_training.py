@@ -99,8 +99,9 @@ for name, run in runs.items():
 # *Active units* count the latent dimensions whose joint-posterior mean varies across test tuples (variance
 # above 0.01): 0 means the posterior has collapsed onto the prior and the decoders ignore $z$. An MVAE can fall
 # into this early on: its experts raise their variances until the product is the prior, after which their
-# gradients vanish and the run cannot recover (seen on the full data with beta 2.5; KL annealing,
-# `kl_anneal_steps`, the MVAE paper's remedy, avoids it).
+# gradients vanish and the run cannot recover (seen with the compact MVAE on the full data, beta 2.5). KL
+# annealing (`kl_anneal_steps`), the MVAE paper's remedy, starts with beta = 0 so the experts learn to encode
+# first.
 
 # %% [markdown]
 # ## 3. Learning curves
