@@ -131,6 +131,16 @@ versus_published("coherence", "conditional coherence")
 versus_published("latent_probe", "latent classification accuracy")
 
 # %% [markdown]
+# Per subset (the paper's tables list every subset): our latent classification accuracy for each subset of
+# modalities, one column per evaluated PolyMNIST model (mean over seeds).
+
+# %%
+probes = pd.DataFrame(collect_results(table="latent_probe"))
+probes = probes[probes.dataset == "polymnist"]
+per_subset = probes.pivot_table(index=["num_inputs", "subset"], columns="experiment", values="accuracy")
+per_subset.round(3)
+
+# %% [markdown]
 # ## 4. Likelihoods
 #
 # Importance-sampled $\log p(X)$ with each model's own joint posterior as proposal, and the mean conditional

@@ -180,7 +180,9 @@ def test_results_are_collected_with_provenance_and_summarised_over_seeds(tmp_pat
         run = tmp_path / "runs" / f"polymnist-fast-mopoe-seed{seed}"
         summary = [{"metric": "coherence", "num_inputs": 1, "value": one},
                    {"metric": "coherence", "num_inputs": 2, "value": two}]
-        write_tables({"summary": summary}, run / "evaluation", provenance(config, {"epoch": 4}, str(run)))
+        probes = [{"subset": "m0", "num_inputs": 1, "accuracy": one}]
+        write_tables({"summary": summary, "latent_probe": probes}, run / "evaluation",
+                     provenance(config, {"epoch": 4}, str(run)))
         write_json(run / "config.json", {"device": "cpu", "precision": "fp32",
                                          "environment": {"cpu_count": 2, "threads": 1, "cuda": None}})
     (tmp_path / "runs" / "unevaluated").mkdir()
@@ -192,6 +194,8 @@ def test_results_are_collected_with_provenance_and_summarised_over_seeds(tmp_pat
     assert provenance_columns == {(k, 4, 4, "mopoe") for k in range(3)}
     assert all(r["hardware"] == "cpu (2 cores, threads=1), fp32" and r["date"].endswith("UTC") for r in rows)
     assert not any(r["shipped"] for r in rows)
+    probes = collect_results(folders, table="latent_probe")
+    assert [(r["seed"], r["subset"], r["accuracy"]) for r in probes] == [(k, "m0", values[k][0]) for k in range(3)]
     summary = {r["num_inputs"]: r for r in seed_summary(rows)}
     assert summary[1]["seeds"] == 3 and summary[1]["seed_list"] == [0, 1, 2]
     assert summary[1]["mean"] == pytest.approx(0.6) and summary[1]["sd"] == pytest.approx(0.1)

@@ -98,14 +98,18 @@ def _origin(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
             "folder": str(folder)}
 
 
-def collect_results(folders: Iterable[Path] | None = None) -> list[dict[str, Any]]:
-    """Tidy rows ``(provenance..., metric, num_inputs, value)`` from the summary table of every evaluated run."""
+def collect_results(folders: Iterable[Path] | None = None, table: str = "summary") -> list[dict[str, Any]]:
+    """Tidy rows: the provenance columns followed by the rows of ``table`` of every evaluated run (for
+    ``summary``: ``metric, num_inputs, value``; any other table of :data:`~.suite.TABLES` as written)."""
     rows = []
     for folder in result_folders() if folders is None else folders:
         meta, tables = read_tables(folder)
         origin = _origin(Path(folder), meta)
-        rows += [{**origin, "metric": r["metric"], "num_inputs": int(r["num_inputs"]), "value": float(r["value"])}
-                 for r in tables.get("summary", [])]
+        if table == "summary":
+            rows += [{**origin, "metric": r["metric"], "num_inputs": int(r["num_inputs"]),
+                      "value": float(r["value"])} for r in tables.get("summary", [])]
+        else:
+            rows += [{**origin, **r} for r in tables.get(table, [])]
     return rows
 
 
