@@ -13,13 +13,14 @@ PY    := $(VENV)/bin/python
 # The stamp's name depends on TORCH, so changing TORCH reinstalls.
 STAMP := $(VENV)/.installed-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
 
-.PHONY: venv data book test lint bench browser clean help
+.PHONY: venv data book test lint bench bench-env browser clean help
 
 help:
 	@echo "make book [MODE=fast|full]  build and execute the book"
 	@echo "make test                   lint + tests (CI)"
 	@echo "make data [MODE=...]        generate PolyMNIST for the mode"
 	@echo "make bench                  speed benchmarks (not tests; run on a quiet machine)"
+	@echo "make bench-env              the separate environment with multivae 1.0.3 for the comparison"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +65,21 @@ bench: venv
 	$(PY) benchmarks/train_throughput.py --model mopoe --precision fp32 --data
 	$(PY) benchmarks/fusion_scaling.py
 	$(PY) benchmarks/polymnist_generation.py
+	$(MAKE) bench-env
+	$(BENCH_VENV)/bin/python benchmarks/multivae_mopoe.py --batch 256
+
+# The reference library multivae 1.0.3, in its own environment (never a dependency of the book). The
+# constraints file pins torch, so pip keeps the build chosen by TORCH instead of pulling a CUDA one.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed:
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	printf '%s\n' '$(firstword $(TORCH))' > $(BENCH_VENV)/constraints.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c $(BENCH_VENV)/constraints.txt multivae==1.0.3
+	@touch $@
+
+bench-env: $(BENCH_VENV)/.installed
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

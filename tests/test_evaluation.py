@@ -186,8 +186,12 @@ def test_results_are_collected_with_provenance_and_summarised_over_seeds(tmp_pat
         write_json(run / "config.json", {"device": "cpu", "precision": "fp32",
                                          "environment": {"cpu_count": 2, "threads": 1, "cuda": None}})
     (tmp_path / "runs" / "unevaluated").mkdir()
+    stale = tmp_path / "runs" / "polymnist-fast-mopoe-seed0-old-123"  # superseded by the run above
+    write_tables({"summary": [{"metric": "coherence", "num_inputs": 1, "value": 0.0}]}, stale / "evaluation",
+                 {**provenance(get_config("polymnist-fast-mopoe", seed=0), {"epoch": 4}, str(stale)),
+                  "date": "2020-01-01 00:00 UTC"})
     folders = result_folders([tmp_path / "runs", tmp_path / "missing"])
-    assert [f.parent.name for f in folders] == [f"polymnist-fast-mopoe-seed{k}" for k in range(3)]
+    assert len(folders) == 4 and stale / "evaluation" in folders
     rows = collect_results(folders)
     assert len(rows) == 6
     provenance_columns = {(r["seed"], r["epochs"], r["planned_epochs"], r["model"]) for r in rows}

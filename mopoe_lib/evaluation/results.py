@@ -100,11 +100,22 @@ def _origin(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 def collect_results(folders: Iterable[Path] | None = None, table: str = "summary") -> list[dict[str, Any]]:
     """Tidy rows: the provenance columns followed by the rows of ``table`` of every evaluated run (for
-    ``summary``: ``metric, num_inputs, value``; any other table of :data:`~.suite.TABLES` as written)."""
-    rows = []
+    ``summary``: ``metric, num_inputs, value``; any other table of :data:`~.suite.TABLES` as written).
+
+    When several folders hold the same experiment and seed (a run re-trained after a config change leaves the
+    old one as ``<name>-old-<time>``), only the most recently evaluated one counts.
+    """
+    latest: dict[tuple, tuple[str, Path, dict, dict]] = {}
     for folder in result_folders() if folders is None else folders:
         meta, tables = read_tables(folder)
         origin = _origin(Path(folder), meta)
+        key = (origin["experiment"], origin["dataset"], origin["seed"])
+        date = "" if origin["date"] == "not recorded" else origin["date"]
+        if key not in latest or date > latest[key][0]:
+            latest[key] = (date, Path(folder), meta, tables)
+    rows = []
+    for _, folder, meta, tables in sorted(latest.values(), key=lambda item: str(item[1])):
+        origin = _origin(folder, meta)
         if table == "summary":
             rows += [{**origin, "metric": r["metric"], "num_inputs": int(r["num_inputs"]),
                       "value": float(r["value"])} for r in tables.get("summary", [])]
