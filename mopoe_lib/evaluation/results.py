@@ -105,17 +105,16 @@ def collect_results(folders: Iterable[Path] | None = None, table: str = "summary
     When several folders hold the same experiment and seed (a run re-trained after a config change leaves the
     old one as ``<name>-old-<time>``), only the most recently evaluated one counts.
     """
-    latest: dict[tuple, tuple[str, Path, dict, dict]] = {}
+    latest: dict[tuple, tuple[str, dict, dict]] = {}
     for folder in result_folders() if folders is None else folders:
         meta, tables = read_tables(folder)
         origin = _origin(Path(folder), meta)
         key = (origin["experiment"], origin["dataset"], origin["seed"])
         date = "" if origin["date"] == "not recorded" else origin["date"]
         if key not in latest or date > latest[key][0]:
-            latest[key] = (date, Path(folder), meta, tables)
+            latest[key] = (date, origin, tables)
     rows = []
-    for _, folder, meta, tables in sorted(latest.values(), key=lambda item: str(item[1])):
-        origin = _origin(folder, meta)
+    for _, origin, tables in sorted(latest.values(), key=lambda item: item[1]["folder"]):
         if table == "summary":
             rows += [{**origin, "metric": r["metric"], "num_inputs": int(r["num_inputs"]),
                       "value": float(r["value"])} for r in tables.get("summary", [])]
