@@ -58,15 +58,19 @@ test: venv lint browser
 
 # Benchmarks print ratios measured in one run; results (with machine, torch version, date) go to
 # benchmarks/results/. They are not part of the tests: run them on a quiet machine.
-bench: venv
+bench: venv bench-env
 	$(PY) -m mopoe_lib.data polymnist --variant fast
-	$(PY) benchmarks/train_throughput.py --model all --precision fp32
+	$(PY) benchmarks/train_throughput.py --model all --precision fp32 --steps 20
+	$(BENCH_VENV)/bin/python benchmarks/multivae_mopoe.py --batch 256
 	$(PY) benchmarks/train_throughput.py --model all --precision fp32 --channels-last
+	$(PY) benchmarks/train_throughput.py --model mopoe --precision fp32 --compile
+	$(PY) benchmarks/train_throughput.py --model networks-only --precision bf16 --steps 2 --warmup 1
 	$(PY) benchmarks/train_throughput.py --model mopoe --precision fp32 --data
+	$(PY) benchmarks/profile_step.py --model mopoe
+	$(PY) benchmarks/profile_step.py --model mvae
 	$(PY) benchmarks/fusion_scaling.py
 	$(PY) benchmarks/polymnist_generation.py
-	$(MAKE) bench-env
-	$(BENCH_VENV)/bin/python benchmarks/multivae_mopoe.py --batch 256
+	$(PY) benchmarks/summary.py
 
 # The reference library multivae 1.0.3, in its own environment (never a dependency of the book). The
 # constraints file pins torch, so pip keeps the build chosen by TORCH instead of pulling a CUDA one.

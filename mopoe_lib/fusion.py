@@ -15,9 +15,10 @@ MoPoE             all :math:`2^M - 1` subsets        mixture over subsets of the
 **Product of experts.** For a subset S the product of Gaussians is Gaussian with precision
 :math:`\lambda_S = \sum_{m\in S} e^{-\ell_m} (+1)` (``+1`` for the optional N(0, I) prior expert) and mean
 :math:`\mu_S = \lambda_S^{-1} \sum_{m \in S} e^{-\ell_m}\mu_m`. We compute it for all K subsets at once as a
-matrix product of the ``(K, M)`` membership matrix with the ``(M, B*D)`` precisions, in float64 after a
-per-coordinate max shift of the log-precisions, so experts whose variances differ by up to ~700 nats (e.g.
-``logvar`` from -300 to +300) fuse without overflow or underflow. Cost: O(K M B D) flops, O(K B D) memory.
+matrix product of the ``(K, M)`` membership matrix with the ``(M, B*D)`` precisions, after a per-coordinate
+max shift of the log-precisions: in float32 while the experts' log-variances lie within ``FP32_HEADROOM`` nats
+of each other (any trained model), in float64 beyond (a collapsing run, ``logvar`` from -300 to +300), so the
+fusion never overflows or underflows and costs half as much in the common case. Cost: O(K M B D) flops, O(K B D) memory.
 
 **Mixtures.** :class:`SubsetMixture` holds the K subset posteriors of every row with per-row weights. Rows
 with missing modalities use only the distinct non-empty restrictions of the subsets to what is available
@@ -44,6 +45,9 @@ from torch import Tensor
 SamplingStrategy = Literal["stratified", "random", "paper"]
 SAMPLING_STRATEGIES: tuple[str, ...] = ("stratified", "random", "paper")
 LOG_2PI = math.log(2.0 * math.pi)
+#: Largest spread (nats) of the experts' shifted log-precisions fused in float32; e^-60 is far above float32's
+#: smallest normal number (e^-87), so sums of the shifted precisions keep full relative precision.
+FP32_HEADROOM = 60.0
 #: Largest M for which :func:`powerset` is allowed (2**20 - 1 subsets is already ~1M rows).
 MAX_EXACT_MODALITIES = 20
 
@@ -161,27 +165,36 @@ def product_of_experts(
     num_modalities, batch, dim = mu.shape
     subsets = check_subsets(subsets, num_modalities)
     out_dtype = torch.promote_types(mu.dtype, torch.float32)  # never fuse into bf16/fp16
-    work = torch.float64
-    log_prec = -logvar.to(work)  # (M, B, D)
+    log_prec = -logvar.to(out_dtype)  # (M, B, D)
     if available is not None:
         if available.shape != (num_modalities, batch):
             raise ValueError(f"available must have shape (M, B) = ({num_modalities}, {batch}), "
                              f"got {tuple(available.shape)}")
         log_prec = log_prec.masked_fill(~available[:, :, None], -math.inf)
-    prior = torch.as_tensor(prior_expert, device=mu.device).expand(subsets.shape[0]).to(work)  # (K,)
+    prior = torch.as_tensor(prior_expert, device=mu.device).expand(subsets.shape[0])  # (K,)
+    with_prior = bool(prior.any())
 
     # Shift per coordinate by the largest log-precision among the experts (and the prior's 0) so that
-    # exp() never overflows; float64 keeps the smaller experts from underflowing in subsets without the max.
-    shift = log_prec.detach().amax(dim=0).clamp(min=0.0 if bool(prior.any()) else -math.inf)  # (B, D)
+    # exp() never overflows. The shifted precisions then lie in [e^-headroom, 1]: in float32 that is exact
+    # enough while headroom < FP32_HEADROOM; beyond it (variances spread over > 26 orders of magnitude, as in
+    # a collapsing run) the smaller experts would underflow, and the fusion runs in float64 instead.
+    shift = log_prec.detach().amax(dim=0).clamp(min=0.0 if with_prior else -math.inf)  # (B, D)
     shift = torch.nan_to_num(shift, neginf=0.0)
+    work = out_dtype
+    if work == torch.float32:
+        gap = torch.where(torch.isfinite(log_prec), shift - log_prec.detach(), 0.0).amax()
+        if with_prior:
+            gap = torch.maximum(gap, shift.amax())
+        if bool(gap > FP32_HEADROOM):
+            work = torch.float64
+    log_prec, shift, prior = log_prec.to(work), shift.to(work), prior.to(work)
     weights = torch.exp(log_prec - shift)  # (M, B, D), in [0, 1]
     member = subsets.to(device=mu.device, dtype=work)  # (K, M)
     precision = (member @ weights.reshape(num_modalities, -1)).reshape(-1, batch, dim)  # (K, B, D) * e^-shift
     precision = precision + prior[:, None, None] * torch.exp(-shift)
     weighted_mu = (member @ (weights * mu.to(work)).reshape(num_modalities, -1)).reshape(-1, batch, dim)
     if available is None:
-        # every subset has an expert, and in float64 its shifted precision cannot underflow for variances that
-        # float32 can represent (log-precisions differ by < 180, exp(-180) >> 1e-308): no empty case to mask
+        # every subset has an expert whose shifted precision is >= e^-headroom: no empty case to mask
         return (weighted_mu / precision).to(out_dtype), (-(torch.log(precision) + shift)).to(out_dtype)
     empty = precision <= 0
     safe = torch.where(empty, torch.ones_like(precision), precision)

@@ -278,6 +278,22 @@ class MultimodalVAE(nn.Module):
                 outputs[m] = self.decoders[m](inputs)
         return [None if p is None else p.reshape(*lead, *p.shape[1:]) for p in outputs]
 
+    def decode_each(self, z: Tensor, style: Sequence[Tensor | None] | None = None,
+                    generator: torch.Generator | None = None) -> list[Tensor]:
+        """Decoder m applied to its own latent ``z[m]``: ``z (M, ..., D)`` -> M outputs ``(..., *shape_m)``.
+
+        Decoders with a ``forward_each`` method (the grouped PolyMNIST ones) do it in one pass, the cost of
+        decoding a single z; others decode modality by modality.
+        """
+        if z.ndim < 2 or z.shape[0] != self.num_modalities:
+            raise ValueError(f"z must have shape (M, ..., D) with M = {self.num_modalities}; got {tuple(z.shape)}")
+        each = getattr(self.decoders, "forward_each", None)
+        if each is None or self.has_style:
+            return [self.decode(z[m], [m], style, generator)[m] for m in range(self.num_modalities)]  # type: ignore
+        lead = z.shape[1:-1]
+        outputs = each(z.reshape(self.num_modalities, -1, z.shape[-1]))
+        return [p.reshape(*lead, *p.shape[1:]) for p in outputs]
+
     def means(self, params: Sequence[Tensor | None]) -> list[Tensor | None]:
         """The likelihoods' means of decoder outputs (what a generated sample looks like)."""
         return [None if p is None else lik.mean(p) for lik, p in zip(self.likelihoods, params, strict=True)]

@@ -51,6 +51,7 @@ from .fusion import (
     full_set,
     kl_to_standard_normal,
     powerset,
+    reparameterize,
     sample_subsets,
     singletons,
     standard_normal_log_prob,
@@ -213,7 +214,12 @@ class Objective:
         total = main.surrogate
         terms = {"joint" if c.subsets == "full" else c.subsets: main.bound.detach().mean()}
         extra: list[tuple[str, Tensor]] = []
-        if c.unimodal_terms:
+        if c.unimodal_terms and c.estimator == "elbo":
+            for name, term in zip(model.names, self.unimodal_elbos(model, x, available, experts, beta, generator,
+                                                                   shard, style), strict=True):
+                total = total + term.surrogate
+                terms[f"unimodal/{name}"] = term.bound.detach().mean()
+        elif c.unimodal_terms:
             unimodal = singletons(num_modalities)
             extra += [(f"unimodal/{model.names[m]}", unimodal[m:m + 1]) for m in range(num_modalities)]
         if c.random_subset_terms:
@@ -267,6 +273,38 @@ class Objective:
             kl = mixture.kl_upper_bound() + _style_kl(style, ws, mask)
             return Term(ll.sum(dim=0) - kl, ll.sum(dim=0) - beta * kl, ll, kl)
         return self._importance_weighted(model, x, mixture, reconstruct, mask, beta, generator, shard, style)
+
+    def unimodal_elbos(
+        self,
+        model: MultimodalVAE,
+        x: Sequence[Tensor],
+        available: Tensor | None,
+        experts: tuple[Tensor, Tensor],
+        beta: float,
+        generator: torch.Generator | None,
+        shard: Shard | None = None,
+        style: StyleParams | None = None,
+    ) -> list[Term]:
+        """MVAE's M unimodal ELBO terms, ELBO(x_m) with z ~ q(z | x_m), computed together.
+
+        The same terms as M calls of :meth:`term` with the subset {m} reconstructing m, but all M posteriors
+        are sampled at once and decoded in one pass (:meth:`MultimodalVAE.decode_each`).
+        """
+        style = style if style is not None else [None] * model.num_modalities
+        posterior = model.posterior(x, singletons(model.num_modalities).to(experts[0].device), available, experts)
+        z = reparameterize(posterior.mu, posterior.logvar, generator, shard)  # (M, B, D): z[m] ~ q(z | x_m)
+        ws = model.draw_style(style, None, (), generator, shard)
+        ll = model.log_likelihoods(model.decode_each(z, ws, generator), x)  # (M, B): log p(x_m | z[m])
+        kl = posterior.kl_per_subset()  # (M, B)
+        if available is not None:
+            mask = available.to(ll.dtype)
+            ll, kl = ll * mask, kl * mask
+        terms = []
+        for m in range(model.num_modalities):
+            kl_m = kl[m] + _style_kl(style, [w if i == m else None for i, w in enumerate(ws)], available)
+            only_m = (torch.arange(model.num_modalities, device=ll.device) == m)[:, None]
+            terms.append(Term(ll[m] - kl_m, ll[m] - beta * kl_m, ll * only_m, kl_m))
+        return terms
 
     def _importance_weighted(self, model, x, mixture, reconstruct, mask, beta, generator, shard, style) -> Term:
         num = self.config.num_samples

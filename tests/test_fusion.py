@@ -94,9 +94,10 @@ def test_two_gaussians_closed_form():
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), spread=st.sampled_from([60.0, 80.0]))
+@given(seed=st.integers(0, 10_000), spread=st.sampled_from([10.0, 25.0, 60.0, 80.0]))
 def test_fp32_is_stable_for_extreme_variances(seed, spread):
-    """float32 log-variances from -spread to +spread (variances 1e-35 .. 1e35) fuse to finite, exact values."""
+    """float32 log-variances from -spread to +spread (variances 1e-35 .. 1e35) fuse to finite, exact values
+    (up to a spread of FP32_HEADROOM in float32, beyond it in float64)."""
     gen = torch.Generator().manual_seed(seed)
     logvar = (torch.rand(4, 3, 5, generator=gen) * 2 - 1) * spread
     mu = torch.randn(4, 3, 5, generator=gen)

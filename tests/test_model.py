@@ -105,3 +105,15 @@ def test_grouped_networks_equal_the_separate_paper_networks():
     torch.testing.assert_close(partial[0], outputs[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(partial[2], outputs[2], rtol=1e-5, atol=1e-5)
     assert partial[1] is None
+    each_z = torch.randn(m, 4, latent)  # decoder k reads its own z, in one grouped pass
+    each = dec.forward_each(each_z)
+    for k in range(m):
+        torch.testing.assert_close(each[k], separate_dec[k](each_z[k]), rtol=1e-5, atol=1e-5)
+    model = MultimodalVAE(enc, dec, [Laplace(0.75)] * m, latent)
+    separate = MultimodalVAE(separate_enc, separate_dec, [Laplace(0.75)] * m, latent)
+    lead_z = torch.randn(m, 2, 4, latent)  # leading sample dimensions are kept, by both code paths
+    for got, ref in zip(model.decode_each(lead_z), separate.decode_each(lead_z), strict=True):
+        assert got.shape == (2, 4, 3, 28, 28)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="M = 3"):
+        model.decode_each(torch.randn(2, 4, latent))

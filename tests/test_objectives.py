@@ -161,3 +161,20 @@ def test_configuration_errors_list_the_choices():
         make_objective("mopoe", estimator="vimco")
     with pytest.raises(ValueError, match="stratified, random, paper"):
         make_objective("mopoe", sampling="greedy")
+
+
+def test_mvae_unimodal_terms_are_each_modalitys_elbo(toy, data):
+    """Computed together, the M unimodal terms are still ELBO(x_m): at the true posterior, log p(x_m)."""
+    xs, _ = data
+    model = toy.model("always")
+    tiled = [x.repeat_interleave(REPEATS, 0) for x in xs]
+    with torch.no_grad():
+        experts, _ = model.encode_all(tiled)
+        terms = make_objective("mvae").unimodal_elbos(model, tiled, None, experts, 1.0,
+                                                      torch.Generator().manual_seed(0))
+    for m, term in enumerate(terms):
+        rows = term.bound.view(POINTS, REPEATS)
+        mean, stderr = rows.mean(1), rows.std(1) / math.sqrt(REPEATS)
+        exact = toy.log_marginal(xs, [m])
+        assert ((mean - exact).abs() < 4 * stderr + 1e-3).all(), (m, mean, exact)
+        assert torch.equal(term.log_likelihood[torch.arange(3) != m], torch.zeros(2, POINTS * REPEATS))

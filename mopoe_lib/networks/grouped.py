@@ -102,13 +102,30 @@ class GroupedConvDecoder(nn.Module):
                 w = d.weight.view(m, -1, *d.weight.shape[1:])[rows].reshape(-1, *d.weight.shape[1:])
                 b = d.bias.view(m, -1)[rows].reshape(-1)
                 weights.append((w, b))
-        h = h.view(z.shape[0], k * c0, s, s)
+        return self._deconvolve(h.view(z.shape[0], k * c0, s, s), weights, chosen)
+
+    def forward_each(self, z: Tensor) -> list[Tensor]:
+        """Decoder m applied to its own latent ``z[m]``: ``z (M, N, D)`` -> M outputs ``(N, C, H, W)``.
+
+        One grouped pass (the first layer as a batched matrix product), the cost of decoding one z: MVAE's M
+        unimodal terms need this instead of M single-modality passes.
+        """
+        m, c0, s = self.num_modalities, self.channels[0], self.start_size
+        if z.ndim != 3 or z.shape[0] != m:
+            raise ValueError(f"z must have shape (M, N, D) with M = {m}; got {tuple(z.shape)}")
+        fc_w = self.fc.weight.view(m, -1, z.shape[-1])  # (M, F, D)
+        h = F.relu(torch.baddbmm(self.fc.bias.view(m, 1, -1), z, fc_w.transpose(1, 2)))  # (M, N, F)
+        h = h.transpose(0, 1).reshape(z.shape[1], m * c0, s, s)
+        return self._deconvolve(h, [(d.weight, d.bias) for d in self.deconvs], list(range(m)))  # type: ignore
+
+    def _deconvolve(self, h: Tensor, weights: list[tuple[Tensor, Tensor]], chosen: list[int]) -> list[Tensor | None]:
+        k = len(chosen)
         for i, ((w, b), deconv) in enumerate(zip(weights, self.deconvs, strict=True)):
             h = F.conv_transpose2d(h, w, b, stride=2, padding=1, output_padding=deconv.output_padding, groups=k)
             if i < len(self.deconvs) - 1:
                 h = F.relu(h)
-        h = h.view(z.shape[0], k, self.out_channels, *h.shape[-2:])
-        out: list[Tensor | None] = [None] * m
+        h = h.view(h.shape[0], k, self.out_channels, *h.shape[-2:])
+        out: list[Tensor | None] = [None] * self.num_modalities
         for j, modality in enumerate(chosen):
             out[modality] = h[:, j]
         return out

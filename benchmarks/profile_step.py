@@ -1,0 +1,72 @@
+"""Where a training step spends its time: torch.profiler over a few steps, per operator, against networks-only.
+
+    python benchmarks/profile_step.py --model mopoe [--precision fp32|bf16] [--channels-last]
+
+Runs the step of ``train_throughput.py`` (same workload and options) for ``--model`` and for ``networks-only``
+under ``torch.profiler`` and prints, per operator, the self CPU time per step of both and the difference, largest
+difference first: the operators that make a model's step slower than the bare networks. The table goes to
+``benchmarks/results/profile-<model>-....txt`` as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from train_throughput import ARCHITECTURES, MODELS, RESULTS, batches, make_step
+
+
+def self_times(name: str, args: argparse.Namespace) -> tuple[dict[str, float], dict[str, int], float]:
+    """Self CPU milliseconds per step by operator, calls per step, and the step's total milliseconds."""
+    step, _ = make_step(name, args.arch, args.latent, args.lr, args.channels_last, args.precision)
+    source = batches(args.batch, False, args.channels_last)
+    for _ in range(args.warmup):
+        step(next(source))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.steps):
+            step(next(source))
+    times: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    for event in prof.key_averages():
+        times[event.key] += event.self_cpu_time_total / 1000 / args.steps
+        calls[event.key] += event.count // args.steps
+    return times, calls, sum(times.values())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=MODELS[1:], default="mopoe")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default="paper")
+    parser.add_argument("--latent", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--top", type=int, default=20)
+    args = parser.parse_args(argv)
+    model_t, model_calls, model_total = self_times(args.model, args)
+    base_t, base_calls, base_total = self_times("networks-only", args)
+    lines = [f"{args.model} vs networks-only ({args.arch}, {args.precision}, batch {args.batch}, "
+             f"{torch.get_num_threads()} threads): self CPU ms per step, profiled over {args.steps} steps",
+             f"total: {args.model} {model_total:.1f} ms, networks-only {base_total:.1f} ms, "
+             f"difference {model_total - base_total:+.1f} ms",
+             f"{'operator':42s} {args.model:>10s} {'calls':>6s} {'networks':>10s} {'calls':>6s} {'diff':>9s}"]
+    ops = sorted(set(model_t) | set(base_t), key=lambda k: -(model_t.get(k, 0.0) - base_t.get(k, 0.0)))
+    for op in ops[: args.top]:
+        lines.append(f"{op[:42]:42s} {model_t.get(op, 0.0):10.1f} {model_calls.get(op, 0):6d} "
+                     f"{base_t.get(op, 0.0):10.1f} {base_calls.get(op, 0):6d} "
+                     f"{model_t.get(op, 0.0) - base_t.get(op, 0.0):+9.1f}")
+    text = "\n".join(lines)
+    print(text)
+    tag = f"{args.model}-{args.arch}-{args.precision}-b{args.batch}" + ("-cl" if args.channels_last else "")
+    out = RESULTS / f"profile-{tag}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
