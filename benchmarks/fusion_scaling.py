@@ -32,6 +32,9 @@ def run_case(m: int, mode: str, batch: int, latent: int, repeats: int) -> dict:
 
     from mopoe_lib.fusion import SubsetMixture, powerset
     from mopoe_lib.objectives import make_objective
+    from mopoe_lib.settings import keep_freed_memory
+
+    keep_freed_memory()  # as the trainer does on CPU (32 MiB tensors are otherwise re-mapped every step)
 
     torch.manual_seed(0)
     mu = torch.randn(m, batch, latent, requires_grad=True)

@@ -11,11 +11,12 @@ difference first: the operators that make a model's step slower than the bare ne
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from profiling import network_share, profile_steps
 from train_throughput import ARCHITECTURES, MODELS, RESULTS, batches, make_step
+
+from mopoe_lib.settings import keep_freed_memory
 
 
 def self_times(name: str, args: argparse.Namespace) -> tuple[dict[str, float], dict[str, int], float]:
@@ -24,14 +25,7 @@ def self_times(name: str, args: argparse.Namespace) -> tuple[dict[str, float], d
     source = batches(args.batch, False, args.channels_last)
     for _ in range(args.warmup):
         step(next(source))
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(args.steps):
-            step(next(source))
-    times: dict[str, float] = defaultdict(float)
-    calls: dict[str, int] = defaultdict(int)
-    for event in prof.key_averages():
-        times[event.key] += event.self_cpu_time_total / 1000 / args.steps
-        calls[event.key] += event.count // args.steps
+    times, calls = profile_steps(lambda: step(next(source)), args.steps)
     return times, calls, sum(times.values())
 
 
@@ -48,12 +42,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the trainer does on CPU
     model_t, model_calls, model_total = self_times(args.model, args)
     base_t, base_calls, base_total = self_times("networks-only", args)
     lines = [f"{args.model} vs networks-only ({args.arch}, {args.precision}, batch {args.batch}, "
              f"{torch.get_num_threads()} threads): self CPU ms per step, profiled over {args.steps} steps",
              f"total: {args.model} {model_total:.1f} ms, networks-only {base_total:.1f} ms, "
-             f"difference {model_total - base_total:+.1f} ms",
+             f"difference {model_total - base_total:+.1f} ms; share in the networks' convolutions and matrix "
+             f"products: {args.model} {100 * network_share(model_t):.0f}%, networks-only "
+             f"{100 * network_share(base_t):.0f}%",
              f"{'operator':42s} {args.model:>10s} {'calls':>6s} {'networks':>10s} {'calls':>6s} {'diff':>9s}"]
     ops = sorted(set(model_t) | set(base_t), key=lambda k: -(model_t.get(k, 0.0) - base_t.get(k, 0.0)))
     for op in ops[: args.top]:

@@ -81,6 +81,11 @@ def summary() -> str:
                      f"{100 * row['fraction_of_peak']:.0f} | {row['samples_per_s'] / reference:.2f} |")
     lines.append(f"| multivae 1.0.3 MoPoE | {multivae['ms_per_step']:.0f} | {reference:.0f} | "
                  f"{multivae['ms_per_step'] / base['ms_per_step']:.2f} | | | | 1.00 |")
+    outside = multivae["ms_per_step"] - base["ms_per_step"]
+    lines += ["", f"multivae runs the same encoder and decoder modules; its step takes {outside:.0f} ms "
+              f"({100 * outside / multivae['ms_per_step']:.0f}% of it) more than the networks alone: its subset "
+              f"bookkeeping. No MoPoE trainer with these networks can beat networks-only, "
+              f"{base['samples_per_s'] / reference:.2f} x multivae on this machine."]
     lines += ["", "## Other settings (MoPoE step)", "", "| setting | ms/step | samples/s | x multivae MoPoE |",
               "|---|---|---|---|"]
     best_name, best = None, None

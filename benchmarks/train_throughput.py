@@ -9,6 +9,9 @@ runs the same 5 encoders and 5 decoders with one z per row and a plain VAE loss:
 architecture. ``--data`` draws every batch from the FAST PolyMNIST set (uint8 -> float per batch) instead of
 reusing one fixed batch, to show what data handling costs.
 
+The models' steps are interleaved (one step of each model per round, ``--steps`` rounds after warm-up), so a
+change of the machine's speed during the run affects all of them alike; the median step is reported.
+
 The machine's matmul peak (fp32 and bf16, 2048x2048) is measured in the same run, and achieved GFLOP/s (FLOPs
 of one step counted by ``torch.utils.flop_counter``) are reported against it. The last line printed is
 ``<model> samples_per_s=<float> ms_per_step=<float>``; results go to ``benchmarks/results/`` as JSON with the
@@ -33,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop
 from mopoe_lib.config import ARCHITECTURES, build_model, get_config
 from mopoe_lib.data.dataset import MultimodalDataset
 from mopoe_lib.fusion import kl_to_standard_normal, reparameterize
+from mopoe_lib.settings import keep_freed_memory
 
 MODELS = ("networks-only", "mopoe", "mvae", "mmvae")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -131,28 +135,36 @@ def batches(batch: int, use_data: bool, channels_last: bool):
         epoch += 1
 
 
-def measure(name: str, args: argparse.Namespace) -> dict:
-    step, model = make_step(name, args.arch, args.latent, args.lr, args.channels_last, args.precision,
-                            args.compile)
-    source = batches(args.batch, args.data, args.channels_last)
-    x = next(source)
-    if args.compile:
-        step(x)  # compile outside the flop counter
-    flops = count_flops(step, x)
-    for _ in range(args.warmup):
-        step(next(source))
-    times = []
-    for _ in range(args.steps):
+def measure(names: tuple[str, ...], args: argparse.Namespace) -> list[dict]:
+    """Time ``args.steps`` steps of every model, interleaved (one step of each model per round), so that a
+    change in the machine's speed during the run (other tenants, clock) affects every model alike."""
+    cases = {}
+    for name in names:
+        step, model = make_step(name, args.arch, args.latent, args.lr, args.channels_last, args.precision,
+                                args.compile)
+        source = batches(args.batch, args.data, args.channels_last)
         x = next(source)
-        start = time.perf_counter()
-        step(x)
-        times.append(time.perf_counter() - start)
-    ms = 1000 * statistics.median(times)
-    return {"model": name, "ms_per_step": ms, "samples_per_s": args.batch / ms * 1000,
+        if args.compile:
+            step(x)  # compile outside the flop counter
+        flops = count_flops(step, x)
+        for _ in range(args.warmup):
+            step(next(source))
+        cases[name] = (step, model, source, flops, [])
+    for _ in range(args.steps):
+        for step, _, source, _, times in cases.values():
+            x = next(source)
+            start = time.perf_counter()
+            step(x)
+            times.append(time.perf_counter() - start)
+    rows = []
+    for name, (_, model, _, flops, times) in cases.items():
+        ms = 1000 * statistics.median(times)
+        rows.append({
+            "model": name, "ms_per_step": ms, "samples_per_s": args.batch / ms * 1000,
             "gflop_per_step": flops / 1e9, "gflop_per_s": flops / 1e9 / (ms / 1000),
             "ms_per_step_iqr": [1000 * q for q in statistics.quantiles(times, n=4)[::2]] if len(times) > 1 else None,
-            "ms_per_step_min": 1000 * min(times),
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "ms_per_step_min": 1000 * min(times), "parameters": sum(p.numel() for p in model.parameters())})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,17 +183,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/...)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the trainer does on CPU
     if args.threads:
         torch.set_num_threads(args.threads)
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak fp32 {peaks['fp32']:.0f} "
           f"GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
     names = MODELS if args.model == "all" else (args.model,)
-    rows = []
-    for name in names:
-        row = measure(name, args)
+    rows = measure(names, args)
+    for row in rows:
+        name = row["model"]
         row["fraction_of_peak"] = row["gflop_per_s"] / peaks[args.precision]
-        rows.append(row)
         print(f"  {name:14s} {row['ms_per_step']:8.1f} ms/step {row['samples_per_s']:8.1f} samples/s "
               f"{row['gflop_per_s']:7.1f} GFLOP/s ({100 * row['fraction_of_peak']:.0f}% of {args.precision} peak)")
     base = next((r for r in rows if r["model"] == "networks-only"), None)

@@ -53,7 +53,7 @@ from .config import (
 from .data.dataset import MultimodalDataset
 from .data.integrity import atomic_dir, read_json, write_json
 from .model import MultimodalVAE
-from .settings import repo_root
+from .settings import keep_freed_memory, repo_root
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
@@ -300,8 +300,10 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     device = pick_device(config.device)
-    if device.type == "cpu" and config.threads:
-        torch.set_num_threads(config.threads)  # 0 keeps torch's default (all cores, or $OMP_NUM_THREADS)
+    if device.type == "cpu":
+        keep_freed_memory()  # large tensors are otherwise re-mapped and zero-filled by the kernel every step
+        if config.threads:
+            torch.set_num_threads(config.threads)  # 0 keeps torch's default (all cores, or $OMP_NUM_THREADS)
     dist = setup_distributed(device)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
