@@ -14,7 +14,7 @@ import argparse
 
 import torch
 from profiling import network_share, profile_steps
-from train_throughput import ARCHITECTURES, MODELS, RESULTS, batches, make_step
+from train_throughput import MODELS, RESULTS, add_workload_arguments, batches, make_step
 
 from mopoe_lib.settings import keep_freed_memory
 
@@ -32,12 +32,7 @@ def self_times(name: str, args: argparse.Namespace) -> tuple[dict[str, float], d
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=MODELS[1:], default="mopoe")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default="paper")
-    parser.add_argument("--latent", type=int, default=512)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--channels-last", action="store_true")
+    add_workload_arguments(parser)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--top", type=int, default=20)

@@ -167,15 +167,20 @@ def measure(names: tuple[str, ...], args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=(*MODELS, "all"), default="all")
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that define the workload (shared with ``profile_step.py``)."""
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default="paper")
     parser.add_argument("--latent", type=int, default=512)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--channels-last", action="store_true")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=(*MODELS, "all"), default="all")
+    add_workload_arguments(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoders and decoders")
     parser.add_argument("--data", action="store_true", help="draw batches from the FAST data set")
     parser.add_argument("--steps", type=int, default=10)
