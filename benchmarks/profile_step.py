@@ -11,12 +11,37 @@ difference first: the operators that make a model's step slower than the bare ne
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
+from collections.abc import Callable
 
 import torch
-from profiling import network_share, profile_steps
+from torch.profiler import ProfilerActivity, profile
 from train_throughput import MODELS, RESULTS, add_workload_arguments, batches, make_step
 
 from mopoe_lib.settings import keep_freed_memory
+
+#: the operators that do the networks' arithmetic (convolutions and matrix products, forward and backward)
+NETWORK_OPS = ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution_backward", "aten::mm",
+               "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_steps(step: Callable[[], None], steps: int) -> tuple[dict[str, float], dict[str, int]]:
+    """Self CPU milliseconds per step by operator, and calls per step, over ``steps`` calls of ``step``."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    times: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    for event in prof.key_averages():
+        times[event.key] += event.self_cpu_time_total / 1000 / steps
+        calls[event.key] += event.count // steps
+    return dict(times), dict(calls)
+
+
+def network_share(times: dict[str, float]) -> float:
+    """The fraction of a step's self CPU time spent in :data:`NETWORK_OPS`."""
+    total = sum(times.values())
+    return sum(times.get(op, 0.0) for op in NETWORK_OPS) / total if total else 0.0
 
 
 def self_times(name: str, args: argparse.Namespace) -> tuple[dict[str, float], dict[str, int], float]:
