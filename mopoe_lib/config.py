@@ -28,7 +28,7 @@ from typing import Any
 from .likelihoods import get_likelihood
 from .model import MultimodalVAE
 from .networks import GroupedConvDecoder, GroupedConvEncoder
-from .objectives import DEFAULT_PRIOR_EXPERT, OBJECTIVES, Objective, make_objective
+from .objectives import DEFAULT_PRIOR_EXPERT, OBJECTIVES, SUBSET_POSTERIOR, Objective, make_objective
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     # the paper's PolyMNIST networks (REFERENCE.md), evaluated as one grouped network
@@ -158,6 +158,11 @@ def check_fields(names: Any) -> None:
         raise ValueError(f"unknown config fields {sorted(unknown)}; valid: {', '.join(sorted(known))}")
 
 
+def _posterior_options(config: ExperimentConfig) -> dict[str, Any]:
+    """The model's posterior policies for the config's objective (prior expert, posterior given a subset)."""
+    return {"prior_expert": config.resolved_prior_expert, "subset_posterior": SUBSET_POSTERIOR[config.objective]}
+
+
 def build_model(config: ExperimentConfig, num_modalities: int = 5,
                 names: tuple[str, ...] | None = None) -> MultimodalVAE:
     """The model a config describes (random initialisation from the current torch seed)."""
@@ -171,7 +176,7 @@ def build_model(config: ExperimentConfig, num_modalities: int = 5,
                              [get_likelihood("laplace", **image), get_likelihood("laplace", **image),
                               get_likelihood("categorical")], d, names=names or ("mnist", "svhn", "text"),
                              recon_weights=MST_RECON_WEIGHTS, style_dims=[s] * 3,
-                             prior_expert=config.resolved_prior_expert)  # type: ignore[arg-type]
+                             **_posterior_options(config))
     if config.dataset == "celeba":
         from .networks import celeba
 
@@ -181,14 +186,14 @@ def build_model(config: ExperimentConfig, num_modalities: int = 5,
                              [get_likelihood("laplace", scale=config.likelihood_scale),
                               get_likelihood("categorical")], config.latent_dim, names=names or ("image", "text"),
                              recon_weights=CELEBA_RECON_WEIGHTS, style_dims=[config.style_dim] * 2,
-                             prior_expert=config.resolved_prior_expert)  # type: ignore[arg-type]
+                             **_posterior_options(config))
     arch = ARCHITECTURES[config.architecture]
     encoder = GroupedConvEncoder(num_modalities, config.latent_dim, arch["channels"], arch["hidden_dim"])
     decoder = GroupedConvDecoder(num_modalities, config.latent_dim, tuple(reversed(arch["channels"])))
     scale = {"scale": config.likelihood_scale} if config.likelihood in ("laplace", "gaussian") else {}
     likelihoods = [get_likelihood(config.likelihood, **scale) for _ in range(num_modalities)]
     return MultimodalVAE(encoder, decoder, likelihoods, config.latent_dim, names=names,
-                         prior_expert=config.resolved_prior_expert)  # type: ignore[arg-type]
+                         **_posterior_options(config))
 
 
 def load_dataset(config: ExperimentConfig, split: str):  # -> MultimodalDataset

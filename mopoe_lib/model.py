@@ -8,6 +8,13 @@ property of the model's posterior and therefore stored here (``prior_expert``):
 - ``"full_set"``: only the product of all modalities does (the official MoPoE code);
 - ``"never"``: no product does (MMVAE's unimodal experts are used as they are).
 
+The posterior given a subset S of the modalities (conditional generation, latent probes) also depends on the
+model (``subset_posterior``), as in the authors' code:
+
+- ``"product"``: the PoE of S's experts (MVAE, MoPoE);
+- ``"mixture"``: the uniform mixture of S's unimodal experts (MMVAE: its objective never multiplies experts, so
+  a product of them is a density it was not trained to produce).
+
 Modality-specific ("style") latents: with ``style_dims``, modality m also has a private latent
 :math:`w_m \sim N(0, I_{S_m})` that only its own decoder sees, :math:`p(x_m \mid z, w_m)`, and a posterior
 :math:`q(w_m \mid x_m)` from its own encoder (which then outputs ``latent_dim + S_m`` values: shared first, style
@@ -38,6 +45,8 @@ from .likelihoods import Likelihood
 
 PriorExpert = Literal["always", "full_set", "never"]
 PRIOR_EXPERT_CHOICES: tuple[str, ...] = ("always", "full_set", "never")
+SubsetPosterior = Literal["product", "mixture"]
+SUBSET_POSTERIOR_CHOICES: tuple[str, ...] = ("product", "mixture")
 #: Style posteriors, one ``(mu, logvar)`` pair ``(B, S_m)`` per modality, ``None`` where a modality has none.
 StyleParams = list[tuple[Tensor, Tensor] | None]
 
@@ -98,6 +107,7 @@ class MultimodalVAE(nn.Module):
         names: modality names (default ``m0..``).
         recon_weights: per-modality weights of the log-likelihoods (default 1).
         prior_expert: where the prior expert enters products (see module docstring).
+        subset_posterior: ``"product"`` or ``"mixture"``, the posterior given a subset (see module docstring).
         style_dims: sizes of the modality-specific latents, one per modality (0: none). Needs one encoder and
             one decoder per modality (lists, not stacked networks); encoder m outputs ``latent_dim + S_m``
             values and decoder m reads ``latent_dim + S_m``.
@@ -113,6 +123,7 @@ class MultimodalVAE(nn.Module):
         recon_weights: Sequence[float] | None = None,
         prior_expert: PriorExpert = "full_set",
         style_dims: Sequence[int] | None = None,
+        subset_posterior: SubsetPosterior = "product",
     ) -> None:
         super().__init__()
         count = _count(encoders)
@@ -120,6 +131,10 @@ class MultimodalVAE(nn.Module):
             raise ValueError(f"need one encoder, decoder and likelihood per modality; got {_count(encoders)}, "
                              f"{_count(decoders)} and {len(likelihoods)}")
         prior_expert_flags(torch.ones(1, count, dtype=torch.bool), prior_expert)  # validates the policy
+        if subset_posterior not in SUBSET_POSTERIOR_CHOICES:
+            raise ValueError(f"unknown subset_posterior {subset_posterior!r}; choose one of "
+                             f"{', '.join(SUBSET_POSTERIOR_CHOICES)}")
+        self.subset_posterior = subset_posterior
         stacked = isinstance(encoders, nn.Module) and getattr(encoders, "stacked", False)
         self.encoders = encoders if stacked else PerModalityEncoders(encoders)
         stacked = isinstance(decoders, nn.Module) and getattr(decoders, "stacked", False)
@@ -240,12 +255,46 @@ class MultimodalVAE(nn.Module):
         return subset_mask(members, self.num_modalities)
 
     def infer(self, x: Sequence[Tensor], subset: Sequence[int | str] | Tensor) -> tuple[Tensor, Tensor]:
-        """The fused posterior ``(mu, logvar)``, each ``(B, D)``, of one subset (indices, names or a mask).
+        """Mean and log-variance ``(B, D)`` of the posterior given one subset (indices, names or a mask).
 
-        Modalities outside the subset are ignored: pass any placeholder tensor of the right shape for them.
+        For a ``"product"`` model this is the Gaussian PoE; for a ``"mixture"`` model (MMVAE) the mixture's mean
+        and per-dimension variance (its moments: a mixture is not Gaussian, so draw samples with
+        :meth:`sample_given`). Modalities outside the subset are ignored: pass any placeholder tensor of the
+        right shape for them.
         """
-        fused_mu, fused_logvar = self.fuse(self.encode(x), self._subset(subset))
-        return fused_mu[0], fused_logvar[0]
+        mean, logvar = self.moments_given(self.encode(x), self._subset(subset))
+        return mean[0], logvar[0]
+
+    def moments_given(self, experts: tuple[Tensor, Tensor], subsets: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of the posterior given each subset, ``(K, B, D)`` each (see :meth:`infer`)."""
+        if self.subset_posterior == "product":
+            return self.fuse(experts, subsets)
+        mu, logvar = experts
+        weights = check_subsets(subsets.to(mu.device), self.num_modalities).to(mu.dtype)
+        weights = weights / weights.sum(dim=1, keepdim=True)  # (K, M)
+        mean = torch.einsum("km,mbd->kbd", weights, mu)
+        second = torch.einsum("km,mbd->kbd", weights, logvar.exp() + mu.square())
+        return mean, (second - mean.square()).clamp_min(torch.finfo(mu.dtype).tiny).log()
+
+    def sample_given(self, experts: tuple[Tensor, Tensor], subsets: Tensor,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """One z per row from the posterior given each subset: ``(K, B, D)``.
+
+        ``"mixture"`` models draw the component uniformly among the subset's experts, independently per row.
+        """
+        mu, logvar = experts
+        subsets = check_subsets(subsets.to(mu.device), self.num_modalities)
+        if self.subset_posterior == "product":
+            return reparameterize(*self.fuse(experts, subsets), generator)
+        batch = mu.shape[1]
+        where = mu.device if generator is None else generator.device
+        counts = subsets.sum(dim=1, keepdim=True)  # (K, 1)
+        pick = (torch.rand(subsets.shape[0], batch, generator=generator, device=where).to(mu.device)
+                * counts).long().clamp_max(counts - 1)  # (K, B): which member, 0 .. |S| - 1
+        rank = subsets.cumsum(dim=1) - 1  # (K, M): position of each member in its subset
+        chosen = ((rank[:, None, :] == pick[:, :, None]) & subsets[:, None, :]).int().argmax(dim=2)  # (K, B)
+        rows = torch.arange(batch, device=mu.device)
+        return reparameterize(mu[chosen, rows], logvar[chosen, rows], generator)
 
     def fuse(self, experts: tuple[Tensor, Tensor], subsets: Tensor) -> tuple[Tensor, Tensor]:
         """Fused posterior of every subset, ``(K, B, D)`` each, from encoded ``experts`` (model's prior policy)."""
@@ -305,8 +354,8 @@ class MultimodalVAE(nn.Module):
 
         ``sample=False`` decodes the posterior mean instead of a sample (and the prior mean of any style).
         """
-        mu, logvar = self.infer(x, subset)
-        z = reparameterize(mu, logvar, generator) if sample else mu
+        experts, mask = self.encode(x), self._subset(subset)
+        z = self.sample_given(experts, mask, generator)[0] if sample else self.moments_given(experts, mask)[0][0]
         style = None if sample else [torch.zeros(*z.shape[:-1], d, dtype=z.dtype, device=z.device) if d else None
                                      for d in self.style_dims]
         return self.means(self.decode(z, style=style, generator=generator))  # type: ignore[return-value]

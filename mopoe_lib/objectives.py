@@ -107,6 +107,9 @@ OBJECTIVES: dict[str, ObjectiveConfig] = {
 }
 DEFAULT_PRIOR_EXPERT: dict[str, str] = {"mopoe": "full_set", "mmvae": "never", "mmvae_iw": "never",
                                         "mvae": "always"}
+#: The posterior given a subset of modalities, per objective: the mixture models never multiply experts.
+SUBSET_POSTERIOR: dict[str, str] = {"mopoe": "product", "mmvae": "mixture", "mmvae_iw": "mixture",
+                                    "mvae": "product"}
 
 
 def make_objective(name: str, **overrides: object) -> Objective:

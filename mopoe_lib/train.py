@@ -263,7 +263,7 @@ def evaluate_bound(model: MultimodalVAE, objective, data: MultimodalDataset, bat
     for batch in data.batches(batch_size):
         with autocast():
             out = objective(model, batch, generator=generator)
-            means.append(_unwrap(model).infer(batch.x, everything)[0].float())
+            means.append(_unwrap(model).infer(batch.x, everything)[0].float())  # the joint posterior's mean
         n = batch.size
         for key, value in out.as_floats(model.names).items():
             totals[key] = totals.get(key, 0.0) + value * n

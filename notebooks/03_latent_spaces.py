@@ -73,9 +73,12 @@ labels = test.labels.numpy()
 # %% [markdown]
 # ## 2. All subset posteriors at once
 #
-# Each model encodes every modality once; the 31 subset posteriors are products of the unimodal experts
-# (with the prior as an extra expert where the model uses one), computed for all subsets in one batched
-# operation. We keep their means and log-variances, shape `(subsets, points, latent)`.
+# Each model encodes every modality once, and the posteriors given all 31 subsets come from those unimodal
+# experts in one batched operation. *How* they combine is part of the model, as in the authors' code: the MVAE
+# and the MoPoE multiply the experts of a subset (with the prior as an extra expert where the model uses one);
+# the MMVAE, whose objective never multiplies experts, mixes them: given S, z comes from one of S's experts,
+# chosen at random. A mixture is not Gaussian, so for it we keep the mixture's mean and per-dimension variance.
+# Shape of each: `(subsets, points, latent)` (`model.moments_given`).
 
 # %%
 SUBSETS = powerset(M)
@@ -174,8 +177,8 @@ display(subset_picker(names, lambda members, model: draw_subset(model, members),
 # REFERENCE protocol). Both are averaged over the subsets of each size.
 #
 # What to expect from trained models: a product of experts sharpens with every modality (precisions add up), so
-# the MVAE's and the MoPoE's variances fall with the number of inputs; the MMVAE never fuses by product
-# during training, so its subset posteriors are products of experts it was not trained to combine.
+# the MVAE's and the MoPoE's variances fall with the number of inputs; the MMVAE's mixture does not sharpen
+# (its variance is the experts' average variance plus the spread between their means).
 
 # %%
 train = load_polymnist("train", "fast" if FAST else "full")
@@ -203,8 +206,8 @@ print("probe accuracy by number of inputs:", {n: [round(a, 3) for a in v] for n,
 # %% [markdown]
 # ## Summary
 #
-# - Every subset's posterior comes from the same unimodal experts: fusion is a product (PoE), and the mixture
-#   models use those products as mixture components.
+# - Every subset's posterior comes from the same unimodal experts: the MVAE and the MoPoE multiply a subset's
+#   experts (PoE), the MMVAE mixes them (MoE); the MoPoE's *joint* posterior is in turn a mixture of products.
 # - With more modalities a product posterior sharpens; whether it also *knows more* (the probe) depends on
 #   what the objective asked of it during training.
 # - The same probe protocol, for every subset and model, is part of the metric suite

@@ -81,7 +81,8 @@ for name, run in runs.items():
 # %% [markdown]
 # ## 2. Conditional generation
 #
-# Infer $z$ from the chosen input modalities (the subset's posterior), draw one sample, decode every modality.
+# Infer $z$ from the chosen input modalities (the model's posterior given them: a product of their experts for
+# the MVAE and the MoPoE, a mixture for the MMVAE), draw one sample, decode every modality.
 # Inputs are framed rows on top; below, each model's five generated modalities. A coherent model paints the
 # input's digit in every modality's own background style.
 
@@ -207,9 +208,9 @@ for name in MODELS:
 #
 # - Coherence is measured with our own classifiers in eval mode, for every subset and target, in one batched
 #   pass per model; the tables distinguish targets inside and outside the input subset.
-# - The MoPoE's coherence grows with the number of inputs; the MMVAE's stays flat (it only ever fuses single
-#   modalities); the MVAE's is low from few inputs: the published trends, which the shipped compact models
-#   reproduce when trained long enough.
+# - The MoPoE's coherence grows with the number of inputs; the MMVAE's stays flat (given a subset, z comes
+#   from one of its single-modality experts); the MVAE's is low from few inputs: the published trends, which
+#   the shipped compact models reproduce when trained long enough.
 #
 # **Exercises.** (1) Use `sample=False` in `model.generate` (the posterior mean): does coherence go up?
 # (2) Which target modality is hardest to generate, and does its classifier's accuracy explain it?

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from mopoe_lib.config import build_model, get_config
+from mopoe_lib.fusion import powerset, reparameterize
 from mopoe_lib.likelihoods import Laplace
 from mopoe_lib.model import MultimodalVAE
 from mopoe_lib.networks import PolyMNISTDecoder, PolyMNISTEncoder
 
 
-def _model(latent: int = 16, prior_expert: str = "full_set") -> MultimodalVAE:
+def _model(latent: int = 16, prior_expert: str = "full_set", subset_posterior: str = "product") -> MultimodalVAE:
     torch.manual_seed(0)
     return MultimodalVAE([PolyMNISTEncoder(latent, 64) for _ in range(5)], [PolyMNISTDecoder(latent) for _ in range(5)],
-                         [Laplace(0.75)] * 5, latent, names=[f"m{i}" for i in range(5)], prior_expert=prior_expert)
+                         [Laplace(0.75)] * 5, latent, names=[f"m{i}" for i in range(5)], prior_expert=prior_expert,
+                         subset_posterior=subset_posterior)  # type: ignore[arg-type]
 
 
 def _x(batch: int = 3):
@@ -117,3 +122,71 @@ def test_grouped_networks_equal_the_separate_paper_networks():
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="M = 3"):
         model.decode_each(torch.randn(2, 4, latent))
+
+
+def _separated_experts(batch: int, latent: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expert m has mean 10 m (+ the row index / 100) and standard deviation 0.1: a sample names its expert."""
+    mu = (10.0 * torch.arange(5.0)).view(5, 1, 1) + torch.arange(batch).view(1, batch, 1) / 100 + torch.zeros(latent)
+    return mu, torch.full_like(mu, math.log(0.01))
+
+
+def test_mixture_posterior_given_a_subset_draws_its_experts_uniformly():
+    """MMVAE's posterior given S is the uniform mixture of S's experts: every row's sample comes from a member
+    of S (never a product, never a non-member), each member with probability 1/|S|."""
+    model = _model(subset_posterior="mixture", prior_expert="never")
+    batch = 4000
+    experts = _separated_experts(batch)
+    subsets = powerset(5)
+    z = model.sample_given(experts, subsets, torch.Generator().manual_seed(0))  # (31, B, D)
+    assert z.shape == (31, batch, 3)
+    rows = torch.arange(batch) / 100
+    expert = ((z[..., 0] - rows) / 10).round().long()  # (K, B)
+    assert ((z[..., 0] - rows - 10 * expert).abs() < 0.6).all()  # within 6 standard deviations of that expert
+    for k, subset in enumerate(subsets):
+        members = subset.nonzero().flatten()
+        counts = torch.bincount(expert[k], minlength=5).float()
+        assert counts[~subset].sum() == 0
+        share = 1 / len(members)
+        tolerance = 5 * math.sqrt(share * (1 - share) / batch)
+        assert ((counts[members] / batch - share).abs() <= tolerance).all(), (k, counts)
+
+
+def test_mixture_moments_match_samples_and_closed_form():
+    model = _model(subset_posterior="mixture", prior_expert="never")
+    gen = torch.Generator().manual_seed(1)
+    mu, logvar = torch.randn(5, 2, 3, generator=gen), torch.randn(5, 2, 3, generator=gen)
+    subset = torch.tensor([[True, False, True, True, False]])
+    mean, log_var = model.moments_given((mu, logvar), subset)
+    members = [0, 2, 3]
+    expected_mean = mu[members].mean(dim=0)
+    expected_var = (logvar[members].exp() + mu[members] ** 2).mean(dim=0) - expected_mean ** 2
+    torch.testing.assert_close(mean[0], expected_mean)
+    torch.testing.assert_close(log_var[0].exp(), expected_var)
+    draws = torch.stack([model.sample_given((mu.expand(5, 2, 3), logvar), subset, gen)[0] for _ in range(20000)])
+    torch.testing.assert_close(draws.mean(dim=0), expected_mean, atol=0.06, rtol=0)
+    torch.testing.assert_close(draws.var(dim=0), expected_var, atol=0.1, rtol=0.05)
+    # infer() reports the same moments; one expert alone is the expert itself
+    x = _x(2)
+    inferred = model.infer(x, [0, 2, 3])
+    moments = model.moments_given(model.encode(x), subset)
+    torch.testing.assert_close(inferred[0], moments[0][0])
+    single = model.moments_given((mu, logvar), torch.tensor([[False, True, False, False, False]]))
+    torch.testing.assert_close(single[0][0], mu[1])
+    torch.testing.assert_close(single[1][0], logvar[1], atol=1e-5, rtol=1e-5)
+
+
+def test_product_posterior_given_a_subset_is_the_fused_gaussian():
+    model = _model()
+    experts = model.encode(_x(3))
+    subsets = powerset(5)
+    z = model.sample_given(experts, subsets, torch.Generator().manual_seed(2))
+    expected = reparameterize(*model.fuse(experts, subsets), torch.Generator().manual_seed(2))
+    torch.testing.assert_close(z, expected)
+    torch.testing.assert_close(model.moments_given(experts, subsets)[0], model.fuse(experts, subsets)[0])
+
+
+def test_configs_choose_the_subset_posterior_of_their_objective():
+    for name, expected in [("mopoe", "product"), ("mvae", "product"), ("mmvae", "mixture")]:
+        assert build_model(get_config(f"polymnist-fast-{name}")).subset_posterior == expected
+    with pytest.raises(ValueError, match="product, mixture"):
+        _model(subset_posterior="moe")

@@ -1,9 +1,10 @@
 """Coherence: do generated samples show the digit of the input?
 
-- *Conditional coherence*: for every subset S of input modalities, infer z from S (the subset's posterior,
-  one sample), generate every modality, and classify each generated image with that modality's classifier;
-  coherence is the fraction of generated images whose predicted digit equals the true label. All subsets are
-  processed at once per batch (one encoding, one fused posterior per subset, one batched decoding).
+- *Conditional coherence*: for every subset S of input modalities, infer z from S (one sample of the model's
+  posterior given S: the product of S's experts, or their mixture for MMVAE), generate every modality, and
+  classify each generated image with that modality's classifier; coherence is the fraction of generated images
+  whose predicted digit equals the true label. All subsets are processed at once per batch (one encoding, one
+  posterior per subset, one batched decoding).
 - *Random (joint) coherence*: decode z ~ N(0, I) into all modalities; the fraction of samples on which all
   classifiers predict the same digit.
 
@@ -20,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.dataset import MultimodalDataset
-from ..fusion import powerset, reparameterize, subset_labels
+from ..fusion import powerset, subset_labels
 from ..model import MultimodalVAE
 from .classifiers import ModalityClassifiers, predict
 
@@ -47,8 +48,7 @@ def conditional_coherence(
     device = next(model.parameters()).device
     for batch in batches:
         batch = batch.to(device)
-        fused_mu, fused_lv = model.fuse(model.encode(batch.x), subsets)  # (K, B, D)
-        z = reparameterize(fused_mu, fused_lv, generator)
+        z = model.sample_given(model.encode(batch.x), subsets, generator)  # (K, B, D)
         generated = model.means(model.decode(z, generator=generator))  # M tensors (K, B, ...)
         flat = [g.flatten(0, 1).clamp(0, 1) for g in generated]  # (K*B, ...)
         predicted = predict(classifiers, flat).view(model.num_modalities, subsets.shape[0], -1)  # (M, K, B)

@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data.dataset import MultimodalDataset
-from ..fusion import powerset, reparameterize, subset_labels
+from ..fusion import powerset, subset_labels
 from ..model import MultimodalVAE
 from .classifiers import ModalityClassifiers, evaluating
 
@@ -96,7 +96,7 @@ def frechet_classifier_distance(
         batch = batch.to(device)
         real.append(_features(classifiers, batch.x))
         if subsets.shape[0]:
-            z = reparameterize(*model.fuse(model.encode(batch.x), subsets), generator)  # (K, B, D)
+            z = model.sample_given(model.encode(batch.x), subsets, generator)  # (K, B, D)
             generated = model.means(model.decode(z, generator=generator))
             feats = _features(classifiers, [g.flatten(0, 1) for g in generated])  # (M, K*B, F)
             conditional.append(feats.view(model.num_modalities, subsets.shape[0], -1, feats.shape[-1]))

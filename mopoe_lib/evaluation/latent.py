@@ -1,8 +1,8 @@
 """Latent representation quality: a linear probe on posterior means, for every subset of modalities.
 
 Protocol (REFERENCE.md): logistic regression (lbfgs, max_iter 1000) trained on the posterior means of 500
-training tuples, accuracy on the test set, for each subset's fused posterior. Means for all subsets are
-computed at once per batch.
+training tuples, accuracy on the test set, for each subset's posterior (for MMVAE the mean of its mixture).
+Means for all subsets are computed at once per batch.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from ..model import MultimodalVAE
 @torch.no_grad()
 def subset_posteriors(model: MultimodalVAE, data: MultimodalDataset, subsets: torch.Tensor,
                       batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused posterior ``(mu, logvar)`` of every subset for every sample: ``(K, N, D)`` each."""
+    """Posterior ``(mean, logvar)`` given every subset for every sample: ``(K, N, D)`` each (the moments of the
+    mixture for MMVAE, :meth:`~mopoe_lib.model.MultimodalVAE.moments_given`)."""
     model.eval()
     device = next(model.parameters()).device
     mus, logvars = [], []
     for batch in data.batches(batch_size):
-        mu, logvar = model.fuse(model.encode([x.to(device) for x in batch.x]), subsets)
+        mu, logvar = model.moments_given(model.encode([x.to(device) for x in batch.x]), subsets)
         mus.append(mu.cpu())
         logvars.append(logvar.cpu())
     return torch.cat(mus, dim=1), torch.cat(logvars, dim=1)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..fusion import SubsetMixture, full_set, reparameterize, standard_normal_log_prob, subset_mask
+from ..fusion import SubsetMixture, full_set, reparameterize, singletons, standard_normal_log_prob, subset_mask
 from ..model import MultimodalVAE
 
 
@@ -55,10 +55,20 @@ def log_likelihood(model: MultimodalVAE, x: Sequence[Tensor], num_samples: int =
     return torch.logsumexp(log_w, dim=0) - math.log(num_samples)
 
 
+def given_components(model: MultimodalVAE, given: Sequence[int]) -> Tensor:
+    """Mixture components of the model's posterior given the modalities ``given``: their product (one
+    component), or for a ``"mixture"`` model (MMVAE) their single experts."""
+    if model.subset_posterior == "mixture":
+        return singletons(model.num_modalities)[sorted(set(given))]
+    return subset_mask(list(given), model.num_modalities)
+
+
 def conditional_log_likelihood(model: MultimodalVAE, x: Sequence[Tensor], given: Sequence[int],
                                num_samples: int = 1000, generator: torch.Generator | None = None) -> Tensor:
-    """``log p(X_rest | X_given)`` per row, as ``log p(X) - log p(X_given)``."""
-    joint = log_likelihood(model, x, num_samples, generator=generator)
-    mask = subset_mask(list(given), model.num_modalities)
-    marginal = log_likelihood(model, x, num_samples, subsets=mask, modalities=given, generator=generator)
+    """``log p(X_rest | X_given)`` per row, as ``log p(X) - log p(X_given)``, each with the model's posterior
+    given those modalities as proposal."""
+    everything = range(model.num_modalities)
+    joint = log_likelihood(model, x, num_samples, subsets=given_components(model, everything), generator=generator)
+    marginal = log_likelihood(model, x, num_samples, subsets=given_components(model, given), modalities=given,
+                              generator=generator)
     return joint - marginal

@@ -28,13 +28,12 @@ from torch import Tensor
 
 from ..data.dataset import MultimodalDataset
 from ..data.integrity import atomic_dir, write_json
-from ..fusion import subset_mask
 from ..model import MultimodalVAE
 from .classifiers import ModalityClassifiers
 from .coherence import coherence_by_num_inputs, conditional_coherence, random_coherence
 from .frechet import frechet_classifier_distance
 from .latent import latent_probe
-from .likelihood import log_likelihood
+from .likelihood import given_components, log_likelihood
 
 TABLES = ("summary", "coherence", "latent_probe", "frechet", "likelihood")
 
@@ -67,7 +66,7 @@ def likelihood_rows(model: MultimodalVAE, joint_subsets: Tensor, data: Multimoda
         lj = log_likelihood(model, x, num_samples, subsets=joint_subsets, generator=generator).cpu()
         joint.append(lj)
         for m in range(model.num_modalities):
-            marginal = log_likelihood(model, x, num_samples, subsets=subset_mask([m], model.num_modalities),
+            marginal = log_likelihood(model, x, num_samples, subsets=given_components(model, [m]),
                                       modalities=[m], generator=generator).cpu()
             conditional[m].append(lj - marginal)
     rows = []
