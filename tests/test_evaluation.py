@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -20,7 +23,8 @@ from mopoe_lib.evaluation import (
     random_coherence,
     train_classifiers,
 )
-from mopoe_lib.evaluation.classifiers import save_classifiers
+from mopoe_lib.evaluation.classifiers import classifier_dir, replace_groups, save_classifiers, select_groups
+from mopoe_lib.evaluation.classifiers import main as classifiers_main
 from mopoe_lib.fusion import powerset
 from mopoe_lib.likelihoods import Laplace
 from mopoe_lib.model import MultimodalVAE
@@ -119,6 +123,42 @@ def test_predict_uses_eval_mode_and_restores_the_mode():
     xs = [torch.rand(16, 3, 28, 28) for _ in range(2)]
     first, second = predict(classifiers, xs), predict(classifiers, xs)
     assert torch.equal(first, second) and classifiers.training  # dropout off inside, mode restored after
+
+
+def test_classifier_groups_can_be_selected_and_replaced():
+    torch.manual_seed(0)
+    a, b = ModalityClassifiers(5), ModalityClassifiers(5)
+    xs = [torch.rand(8, 3, 28, 28) for _ in range(5)]
+    with torch.no_grad():
+        logits_a, logits_b = a.eval()(xs), b.eval()(xs)
+        part = select_groups(b, [4, 1])
+        torch.testing.assert_close(part.eval()([xs[4], xs[1]]), logits_b[[4, 1]])
+        replace_groups(a, [4, 1], part)
+        mixed = a(xs)
+    torch.testing.assert_close(mixed[[1, 4]], logits_b[[1, 4]])
+    torch.testing.assert_close(mixed[[0, 2, 3]], logits_a[[0, 2, 3]])
+
+
+@pytest.mark.slow
+def test_refining_some_classifiers_keeps_the_others_and_records_how(tmp_path):
+    folder = tmp_path / "clf"
+    shutil.copytree(classifier_dir(), folder)
+    shipped = load_classifiers(folder)
+    before = json.loads((folder / "classifiers.json").read_text())
+    argv = ["train", "--variant", "fast", "--epochs", "1", "--lr", "1e-4", "--modalities", "motorcycle",
+            "--fresh-crops", "--finetune", "--out", str(folder)]
+    assert classifiers_main(argv) == 0
+    refined = load_classifiers(folder)  # checksum of the new weights verified
+    after = json.loads((folder / "classifiers.json").read_text())
+    assert after["command"] == before["command"] and after["sha256"] != before["sha256"]
+    step = after["refinements"][-1]
+    assert step["modalities"] == ["motorcycle"] and step["fresh_crops"] and step["finetune"]
+    assert step["command"] == "python -m mopoe_lib.evaluation.classifiers " + " ".join(argv)
+    old, new = shipped.state_dict(), refined.state_dict()
+    for key, value in old.items():
+        groups_old, groups_new = value.reshape(5, -1), new[key].reshape(5, -1)
+        assert torch.equal(groups_old[:4], groups_new[:4]), key  # the other four are untouched
+    assert not torch.equal(old["out.weight"][4], new["out.weight"][4])
 
 
 @pytest.mark.slow

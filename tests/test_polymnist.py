@@ -19,6 +19,7 @@ from mopoe_lib.data.polymnist import (
     VARIANTS,
     assign_writers,
     dataset_dir,
+    fresh_training_tuples,
     generate_polymnist,
     generate_split,
     render_modality,
@@ -184,3 +185,15 @@ def test_cached_variant_is_not_regenerated(data_root):
     stamp = (folder / "train_images.npy").stat().st_mtime_ns
     assert prepare_polymnist("fast", progress=False) == folder
     assert (folder / "train_images.npy").stat().st_mtime_ns == stamp
+
+
+def test_fresh_training_tuples_are_new_draws_of_the_same_process(data_root):
+    first = fresh_training_tuples(300, seed=0, draw=0, modalities=["motorcycle", "astronaut"])
+    again = fresh_training_tuples(300, seed=0, draw=0, modalities=["motorcycle", "astronaut"])
+    other = fresh_training_tuples(300, seed=0, draw=1, modalities=["motorcycle", "astronaut"])
+    assert first.names == ("motorcycle", "astronaut") and first.modalities[0].shape == (300, 3, 28, 28)
+    assert all(torch.equal(a, b) for a, b in zip(first.modalities, again.modalities, strict=True))
+    assert not torch.equal(first.modalities[0], other.modalities[0])
+    assert set(first.labels.tolist()) == set(range(10))
+    with pytest.raises(ValueError, match="choose from"):
+        fresh_training_tuples(10, seed=0, draw=0, modalities=["moon"])

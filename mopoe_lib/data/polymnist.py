@@ -181,6 +181,26 @@ def generate_polymnist(
     }
 
 
+def fresh_training_tuples(num_tuples: int, seed: int, draw: int, modalities: Sequence[str] | None = None,
+                          root: Path | None = None) -> MultimodalDataset:
+    """New training tuples drawn from the MNIST training pool: other pairings and other background crops than
+    the cached data set (data augmentation for the classifiers, one ``draw`` per epoch). ``seed`` and ``draw``
+    fix the result (a random stream independent of the data sets'); ``modalities`` (background names) renders
+    only those."""
+    backgrounds = default_backgrounds()
+    names = [bg.name for bg in backgrounds]
+    wanted = names if modalities is None else list(modalities)
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"unknown PolyMNIST modalities {unknown}; choose from {', '.join(names)}")
+    chosen = [backgrounds[names.index(n)] for n in wanted]
+    mnist = load_mnist(root)
+    images, labels, _ = generate_split(mnist.train_images, mnist.train_labels, chosen, num_tuples,
+                                       np.random.default_rng([seed, 1_000, draw]))
+    tensor = torch.from_numpy(images)
+    return MultimodalDataset([tensor[:, k] for k in range(len(chosen))], torch.from_numpy(labels), wanted)
+
+
 # ----------------------------------------------------------------------------------------------- on disk
 
 _ARRAYS = ("images", "labels", "sources")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -88,18 +88,47 @@ def accuracy(classifiers: ModalityClassifiers, data: MultimodalDataset, batch_si
     return correct / len(data)
 
 
+def select_groups(model: ModalityClassifiers, members: Sequence[int]) -> ModalityClassifiers:
+    """A new classifier set made of copies of ``model``'s classifiers ``members`` (in that order)."""
+    part = ModalityClassifiers(len(members))
+    m, index = model.num_modalities, torch.as_tensor(list(members))
+    part.load_state_dict({k: v.reshape(m, -1, *v.shape[1:])[index].reshape(-1, *v.shape[1:]).clone()
+                          for k, v in model.state_dict().items()})
+    return part.train(model.training)
+
+
+@torch.no_grad()
+def replace_groups(model: ModalityClassifiers, members: Sequence[int], part: ModalityClassifiers) -> None:
+    """Overwrite ``model``'s classifiers ``members`` with those of ``part`` (one per member, in order)."""
+    m, index, source = model.num_modalities, torch.as_tensor(list(members)), part.state_dict()
+    for key, value in model.state_dict().items():
+        value.view(m, -1, *value.shape[1:])[index] = source[key].view(len(members), -1, *value.shape[1:])
+
+
 def train_classifiers(train: MultimodalDataset, epochs: int = 20, batch_size: int = 128, lr: float = 3e-3,
-                      seed: int = 0, progress: bool = True) -> ModalityClassifiers:
+                      seed: int = 0, progress: bool = True, init: ModalityClassifiers | None = None,
+                      fresh: Callable[[int], MultimodalDataset] | None = None) -> ModalityClassifiers:
     """Train the M classifiers jointly (summed cross-entropy; the groups do not share weights), with Adam and
-    a cosine learning-rate decay to zero over all steps."""
+    a cosine learning-rate decay to zero over all steps.
+
+    Args:
+        init: start from these weights (a copy is trained) instead of a random initialisation.
+        fresh: ``fresh(epoch)`` returns that epoch's training data (e.g. new background crops); its size must
+            be ``len(train)``. Default: ``train`` in every epoch.
+    """
     torch.manual_seed(seed)
     model = ModalityClassifiers(train.num_modalities)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * train.num_batches(batch_size))
     order = torch.Generator().manual_seed(seed)
     model.train()
     for epoch in range(epochs):
-        bar = tqdm(train.batches(batch_size, shuffle=True, generator=order), total=train.num_batches(batch_size),
+        data = train if fresh is None else fresh(epoch)
+        if len(data) != len(train):
+            raise ValueError(f"fresh({epoch}) returned {len(data)} samples; expected {len(train)}")
+        bar = tqdm(data.batches(batch_size, shuffle=True, generator=order), total=data.num_batches(batch_size),
                    desc=f"classifiers epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for batch in bar:
             logits = model(batch.x)  # (M, B, 10)
@@ -125,7 +154,8 @@ def save_classifiers(model: ModalityClassifiers, accuracies: Tensor, folder: Pat
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "classifiers.safetensors"))
         write_json(tmp / "classifiers.json", {
             **info, "test_accuracy": [round(float(a), 5) for a in accuracies],
-            "command": TRAIN_COMMAND + "".join(f" --{k} {info[k]}" for k in ("epochs", "lr", "seed") if k in info),
+            "command": info.get("command")
+            or TRAIN_COMMAND + "".join(f" --{k} {info[k]}" for k in ("epochs", "lr", "seed") if k in info),
             "sha256": sha256_file(tmp / "classifiers.safetensors"),
         })
     return folder
@@ -146,7 +176,7 @@ def load_classifiers(folder: Path | None = None, map_location: str = "cpu") -> M
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..data.polymnist import load_polymnist
+    from ..data.polymnist import fresh_training_tuples, load_polymnist
 
     parser = argparse.ArgumentParser(prog="python -m mopoe_lib.evaluation.classifiers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,11 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--lr", type=float, default=3e-3)
     tr.add_argument("--out", type=Path, default=None)
+    tr.add_argument("--modalities", nargs="+", default=None, metavar="NAME",
+                    help="train only these modalities' classifiers and replace them in the shipped set")
+    tr.add_argument("--fresh-crops", action="store_true",
+                    help="draw new training tuples (pairings and background crops) for every epoch")
+    tr.add_argument("--finetune", action="store_true", help="start from the shipped classifiers' weights")
     sub.add_parser("show", help="print the shipped classifiers' accuracies")
     args = parser.parse_args(argv)
+    folder = args.out or classifier_dir()
     if args.command == "show":
         try:
-            print(read_json(classifier_dir() / "classifiers.json", TRAIN_COMMAND))
+            print(read_json(folder / "classifiers.json", TRAIN_COMMAND))
         except MissingDataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -169,12 +205,40 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     train = load_polymnist("train", args.variant)
     test = load_polymnist("test", args.variant)
-    model = train_classifiers(train, args.epochs, lr=args.lr, seed=args.seed)
+    names = list(train.names)
+    wanted = args.modalities or names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        parser.error(f"unknown modalities {unknown}; choose from {', '.join(names)}")
+    members = [names.index(n) for n in wanted]
+    partial = members != list(range(len(names)))
+    shipped = load_classifiers(folder) if partial or args.finetune else None
+
+    def fresh_crops(epoch: int) -> MultimodalDataset:
+        return fresh_training_tuples(len(train), args.seed, epoch, wanted)
+
+    if partial:
+        train = MultimodalDataset([train.modalities[m] for m in members], train.labels, wanted)
+    part = train_classifiers(train, args.epochs, lr=args.lr, seed=args.seed,
+                             init=select_groups(shipped, members) if args.finetune and shipped else None,
+                             fresh=fresh_crops if args.fresh_crops else None)
+    command = " ".join([TRAIN_COMMAND, *(argv if argv is not None else sys.argv[1:])[1:]])
+    options = {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "fresh_crops": args.fresh_crops,
+               "finetune": args.finetune, "train_seconds": round(time.perf_counter() - start, 1),
+               "command": command}
+    if partial:
+        assert shipped is not None
+        before = accuracy(shipped, test)
+        replace_groups(shipped, members, part)
+        model, info = shipped, read_json(folder / "classifiers.json", TRAIN_COMMAND)
+        info.pop("sha256", None)
+        info.setdefault("refinements", []).append({
+            **options, "modalities": wanted, "test_accuracy_before": [round(float(a), 5) for a in before]})
+    else:
+        model, info = part, {"num_modalities": train.num_modalities, "modalities": names,
+                             "data_variant": args.variant, **options, "torch": torch.__version__}
     acc = accuracy(model, test)
-    folder = save_classifiers(model, acc, args.out or classifier_dir(), {
-        "num_modalities": train.num_modalities, "modalities": list(train.names), "data_variant": args.variant,
-        "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "train_seconds": round(time.perf_counter() - start, 1),
-        "torch": torch.__version__})
+    save_classifiers(model, acc, folder, info)
     print(f"test accuracy per modality: {[round(float(a), 4) for a in acc]} -> {folder}")
     return 0
 
