@@ -124,8 +124,9 @@ def book_models(scale: str = "fast", use_pretrained: bool = True, seed: int = 0,
             for name in models}
 
 
-def export(run_dir: Path, name: str | None = None, command: str = "") -> Path:
-    """Copy a finished run's newest weights, config and metrics into ``data/pretrained/<name>``."""
+def export(run_dir: Path, name: str | None = None, command: str = "", note: str = "") -> Path:
+    """Copy a finished run's newest weights, config and metrics into ``data/pretrained/<name>``; ``note`` (kept
+    in config.json) tells readers what they should know about the run."""
     run_dir = Path(run_dir)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
@@ -137,7 +138,8 @@ def export(run_dir: Path, name: str | None = None, command: str = "") -> Path:
     shutil.copyfile(checkpoint / "model.safetensors", base / "model.safetensors")
     shutil.copyfile(run_dir / "metrics.jsonl", base / "metrics.jsonl")
     state = read_json(checkpoint / "state.json")
-    write_json(base / "config.json", {**config_blob, "command": command, "progress": state["progress"]})
+    write_json(base / "config.json", {**config_blob, "command": command, "progress": state["progress"],
+                                      **({"note": note} if note else {})})
     write_json(base / "MANIFEST.json", {"sha256": {"model.safetensors": sha256_file(base / "model.safetensors")},
                                         "source_run": str(run_dir), "checkpoint": checkpoint.name})
     return base
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("run_dir", type=Path)
     ex.add_argument("--name", default=None)
     ex.add_argument("--command-line", default="", help="the command that trained it (recorded)")
+    ex.add_argument("--note", default="", help="what readers should know about the run (recorded)")
     sub.add_parser("list", help="list shipped models")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(folder.parent)
         return 0
     try:
-        print(export(args.run_dir, args.name, args.command_line))
+        print(export(args.run_dir, args.name, args.command_line, args.note))
     except (FileNotFoundError, ChecksumError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

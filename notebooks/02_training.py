@@ -35,6 +35,7 @@ import torch
 import mopoe_lib
 from mopoe_lib.config import get_config
 from mopoe_lib.data import load_polymnist
+from mopoe_lib.data.integrity import read_json
 from mopoe_lib.pretrained import find_pretrained, load_or_train
 from mopoe_lib.settings import run_mode, seed_everything
 from mopoe_lib.viz import image_grid, set_style
@@ -149,6 +150,8 @@ for name, run in runs.items():
     line, = ax.plot(minutes, [r["test/coherence/1"] for r in timed], marker="o", label=f"{name}, 1 input")
     ax.plot(minutes, [r["test/coherence/4"] for r in timed], "--", marker="o", color=line.get_color(),
             label=f"{name}, 4 inputs")
+    if run.source == "shipped" and "note" in read_json(run.folder / "config.json"):
+        print(f"{name}: {read_json(run.folder / 'config.json')['note']}")
 ax.axhline(0.1, color="0.5", linestyle=":", label="chance")
 ax.set_xlabel("training time (minutes, this machine)")
 ax.set_ylabel("conditional coherence")

@@ -239,3 +239,26 @@ def test_keep_freed_memory_stops_the_kernel_from_mapping_large_tensors_again():
     default, kept = faults("default"), faults("keep")
     assert kept[0] == "True", kept
     assert kept[1] * 5 < default[1], (default, kept)
+
+
+def test_exported_models_load_with_their_note_and_checksum(tmp_path, monkeypatch):
+    from mopoe_lib import pretrained
+    from mopoe_lib.data import ChecksumError
+    from mopoe_lib.settings import DATA_ENV
+
+    config = get_config("polymnist-fast-mmvae", **{**TINY, "epochs": 1})
+    train(config, tmp_path / "run", progress=False)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setattr(pretrained, "repo_root", lambda: None)  # never write into the checkout
+    assert pretrained.main(["export", str(tmp_path / "run"), "--name", "tiny-mmvae", "--command-line", "python -m x",
+                            "--note", "read me"]) == 0
+    folder = tmp_path / "data" / "pretrained" / "tiny-mmvae"
+    model, loaded_config, metrics = pretrained.load_pretrained("tiny-mmvae")
+    assert loaded_config == config and model.subset_posterior == "mixture" and metrics[-1]["epoch"] == 1
+    _assert_identical(model.state_dict(), _weights(tmp_path / "run"))
+    blob = json.loads((folder / "config.json").read_text())
+    assert blob["note"] == "read me" and blob["command"] == "python -m x"
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4])
+    with pytest.raises(ChecksumError):
+        pretrained.load_pretrained("tiny-mmvae")
