@@ -244,3 +244,18 @@ def test_results_are_collected_with_provenance_and_summarised_over_seeds(tmp_pat
     assert summary[1]["seeds"] == 3 and summary[1]["seed_list"] == [0, 1, 2]
     assert summary[1]["mean"] == pytest.approx(0.6) and summary[1]["sd"] == pytest.approx(0.1)
     assert summary[2]["mean"] == pytest.approx(0.6) and summary[2]["sd"] == pytest.approx(0.2)
+
+
+def test_classifiers_show_prints_the_shipped_accuracies(capsys):
+    assert classifiers_main(["show"]) == 0
+    shown = capsys.readouterr().out
+    assert "test_accuracy" in shown and "refinements" in shown
+
+
+def test_shipped_classifiers_reach_98_percent():
+    """The recorded test accuracies (full test set) are at least 0.98, and the weights agree: on the FAST test
+    tuples (the first 1000 of the full test set) each classifier is still right at least 97% of the time."""
+    recorded = json.loads((classifier_dir() / "classifiers.json").read_text())["test_accuracy"]
+    assert min(recorded) >= 0.98, recorded
+    measured = accuracy(load_classifiers(), load_polymnist("test", "fast"))
+    assert (measured >= 0.97).all(), measured

@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--fresh-crops", action="store_true",
                     help="draw new training tuples (pairings and background crops) for every epoch")
     tr.add_argument("--finetune", action="store_true", help="start from the shipped classifiers' weights")
-    sub.add_parser("show", help="print the shipped classifiers' accuracies")
+    sh = sub.add_parser("show", help="print the shipped classifiers' accuracies")
+    sh.add_argument("--out", type=Path, default=None, help="another classifier folder")
     args = parser.parse_args(argv)
     folder = args.out or classifier_dir()
     if args.command == "show":
