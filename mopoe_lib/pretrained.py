@@ -1,9 +1,9 @@
 """The book's shipped models: load them if present, otherwise train (and say which happened).
 
 Shipped models live in ``data/pretrained/<experiment>/`` as a run folder reduced to what a reader needs:
-``config.json`` (config, environment, the exact command), ``metrics.jsonl`` (learning curves),
-``model.safetensors`` and ``MANIFEST.json`` (sha256 of the weights). They are trained on CPU by
-``python -m mopoe_lib.pretrained export <run folder>`` after a normal training run.
+``config.json`` (config, environment, the exact command), ``metrics.jsonl`` (learning curves, drawn in
+``learning_curves.png``), ``model.safetensors`` and ``MANIFEST.json`` (sha256 of the weights). They are trained
+on CPU and shipped by ``python -m mopoe_lib.pretrained export <run folder>`` after a normal training run.
 """
 
 from __future__ import annotations
@@ -140,6 +140,9 @@ def export(run_dir: Path, name: str | None = None, command: str = "", note: str 
     state = read_json(checkpoint / "state.json")
     write_json(base / "config.json", {**config_blob, "command": command, "progress": state["progress"],
                                       **({"note": note} if note else {})})
+    from .viz import learning_curves
+
+    learning_curves(read_metrics(base), title=name).savefig(base / "learning_curves.png", dpi=72)
     write_json(base / "MANIFEST.json", {"sha256": {"model.safetensors": sha256_file(base / "model.safetensors")},
                                         "source_run": str(run_dir), "checkpoint": checkpoint.name})
     return base

@@ -258,6 +258,7 @@ def test_exported_models_load_with_their_note_and_checksum(tmp_path, monkeypatch
     _assert_identical(model.state_dict(), _weights(tmp_path / "run"))
     blob = json.loads((folder / "config.json").read_text())
     assert blob["note"] == "read me" and blob["command"] == "python -m x"
+    assert (folder / "learning_curves.png").read_bytes().startswith(b"\x89PNG")
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4])
     with pytest.raises(ChecksumError):

@@ -69,3 +69,34 @@ def image_grid(
         fig.suptitle(title)
     fig.tight_layout(pad=0.2)
     return fig
+
+
+def learning_curves(metrics: Sequence[dict], title: str = "") -> Figure:
+    """Three panels against the epoch: the bound (train and test), the KL term, and, when the run logged it,
+    test coherence by number of input modalities. ``metrics`` are the rows of a run's ``metrics.jsonl``."""
+    fig = Figure(figsize=(11, 3.2))
+    panels = fig.subplots(1, 3)
+    epochs = np.array([row["epoch"] for row in metrics], dtype=float)
+    for ax, key, label in [(panels[0], "elbo", "bound (ELBO)"), (panels[1], "kl", "KL term")]:
+        for split, style in [("train", "-"), ("test", "o--")]:
+            name = f"{split}/{key}"
+            rows = [(e, row[name]) for e, row in zip(epochs, metrics, strict=True) if name in row]
+            if rows:
+                ax.plot(*zip(*rows, strict=True), style, markersize=2, label=split)
+        ax.set_title(label)
+        ax.legend(fontsize=8)
+    inputs = sorted({int(k.rsplit("/", 1)[1]) for row in metrics for k in row if k.startswith("test/coherence/")})
+    for k in inputs:
+        rows = [(e, row[f"test/coherence/{k}"]) for e, row in zip(epochs, metrics, strict=True)
+                if f"test/coherence/{k}" in row]
+        panels[2].plot(*zip(*rows, strict=True), "o-", markersize=2, label=f"{k} input{'s' if k > 1 else ''}")
+    panels[2].set_title("test coherence" if inputs else "no per-epoch coherence logged")
+    panels[2].set_ylim(0, 1)
+    if inputs:
+        panels[2].legend(fontsize=8)
+    for ax in panels:
+        ax.set_xlabel("epoch")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
