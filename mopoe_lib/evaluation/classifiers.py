@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if partial:
         train = MultimodalDataset([train.modalities[m] for m in members], train.labels, wanted)
     part = train_classifiers(train, args.epochs, lr=args.lr, seed=args.seed,
-                             init=select_groups(shipped, members) if args.finetune and shipped else None,
+                             init=select_groups(shipped, members) if args.finetune and shipped is not None else None,
                              fresh=fresh_crops if args.fresh_crops else None)
     command = " ".join([TRAIN_COMMAND, *(argv if argv is not None else sys.argv[1:])[1:]])
     options = {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "fresh_crops": args.fresh_crops,
