@@ -150,8 +150,9 @@ for name, run in runs.items():
     line, = ax.plot(minutes, [r["test/coherence/1"] for r in timed], marker="o", label=f"{name}, 1 input")
     ax.plot(minutes, [r["test/coherence/4"] for r in timed], "--", marker="o", color=line.get_color(),
             label=f"{name}, 4 inputs")
-    if run.source == "shipped" and "note" in read_json(run.folder / "config.json"):
-        print(f"{name}: {read_json(run.folder / 'config.json')['note']}")
+    note = read_json(run.folder / "config.json").get("note") if run.source == "shipped" else None
+    if note:
+        print(f"{name}: {note}")
 ax.axhline(0.1, color="0.5", linestyle=":", label="chance")
 ax.set_xlabel("training time (minutes, this machine)")
 ax.set_ylabel("conditional coherence")

@@ -76,20 +76,22 @@ def learning_curves(metrics: Sequence[dict], title: str = "") -> Figure:
     test coherence by number of input modalities. ``metrics`` are the rows of a run's ``metrics.jsonl``."""
     fig = Figure(figsize=(11, 3.2))
     panels = fig.subplots(1, 3)
-    epochs = np.array([row["epoch"] for row in metrics], dtype=float)
+
+    def series(name: str) -> list[tuple[float, float]]:
+        """(epoch, value) of the rows that logged ``name``."""
+        return [(float(row["epoch"]), row[name]) for row in metrics if name in row]
+
     for ax, key, label in [(panels[0], "elbo", "bound (ELBO)"), (panels[1], "kl", "KL term")]:
         for split, style in [("train", "-"), ("test", "o--")]:
-            name = f"{split}/{key}"
-            rows = [(e, row[name]) for e, row in zip(epochs, metrics, strict=True) if name in row]
+            rows = series(f"{split}/{key}")
             if rows:
                 ax.plot(*zip(*rows, strict=True), style, markersize=2, label=split)
         ax.set_title(label)
         ax.legend(fontsize=8)
     inputs = sorted({int(k.rsplit("/", 1)[1]) for row in metrics for k in row if k.startswith("test/coherence/")})
     for k in inputs:
-        rows = [(e, row[f"test/coherence/{k}"]) for e, row in zip(epochs, metrics, strict=True)
-                if f"test/coherence/{k}" in row]
-        panels[2].plot(*zip(*rows, strict=True), "o-", markersize=2, label=f"{k} input{'s' if k > 1 else ''}")
+        panels[2].plot(*zip(*series(f"test/coherence/{k}"), strict=True), "o-", markersize=2,
+                       label=f"{k} input{'s' if k > 1 else ''}")
     panels[2].set_title("test coherence" if inputs else "no per-epoch coherence logged")
     panels[2].set_ylim(0, 1)
     if inputs:
