@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py --model mopoe --batch 256 [--precision fp32|bf16]
     python benchmarks/train_throughput.py --model all            # every model, ratios to networks-only
+    python benchmarks/train_throughput.py --device cuda --precision bf16 --compile-mode reduce-overhead
 
 Workload (issue #9, REFERENCE.md): PolyMNIST-shaped batches (5 modalities 3x28x28), the paper's conv networks
 (``--arch paper``, latent 512) or the book's compact ones, Laplace 0.75, beta 2.5, Adam 5e-4. ``networks-only``
@@ -40,20 +41,30 @@ from mopoe_lib.settings import keep_freed_memory
 
 MODELS = ("networks-only", "mopoe", "mvae", "mmvae")
 RESULTS = Path(__file__).resolve().parent / "results"
+CPU = torch.device("cpu")
 
 
-def matmul_peak(dtype: torch.dtype, max_size: int = 2048, repeats: int = 5, budget_s: float = 0.2) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously; host clocks must not stop before it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, max_size: int = 2048, repeats: int = 5, budget_s: float = 0.2,
+                device: torch.device = CPU) -> float:
     """Best-of GFLOP/s of a square matmul in ``dtype``, at the largest size up to ``max_size`` whose single
     product takes under ``budget_s`` (bf16 without hardware support runs at < 1 GFLOP/s: a 2048 product would
     take a minute)."""
     size = 256
     while True:
-        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
         a @ b
+        synchronize(device)
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
             a @ b
+            synchronize(device)
             best = min(best, time.perf_counter() - start)
         if size >= max_size or best * 8 > budget_s:
             return 2 * size**3 / best / 1e9
@@ -84,21 +95,25 @@ def count_flops(step, x) -> int:
 
 
 def make_step(name: str, arch: str, latent: int, lr: float, channels_last: bool, precision: str,
-              compile_networks: bool = False):
-    """A closure running one training step on a batch, and the model (for parameter counts)."""
+              compile_mode: str | None = None, device: torch.device = CPU):
+    """A closure running one training step on a batch, and the model (for parameter counts).
+
+    ``compile_mode``: torch.compile the encoders and decoders with this mode (``"default"``,
+    ``"reduce-overhead"``: CUDA graphs on a GPU, ...); the fusion and the loss stay eager. The noise comes
+    from a CPU generator, as in the trainer."""
     objective_name = "mopoe" if name == "networks-only" else name
     config = get_config(f"polymnist-full-{objective_name}", architecture=arch, latent_dim=latent, lr=lr)
     torch.manual_seed(0)
-    model = build_model(config)
+    model = build_model(config).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if compile_networks:  # the encoders and decoders; the fusion and the loss stay eager
-        model.encoders.compile()
-        model.decoders.compile()
+    if compile_mode:
+        model.encoders.compile(mode=compile_mode)
+        model.decoders.compile(mode=compile_mode)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     objective = config.make_objective()
     generator = torch.Generator().manual_seed(0)
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
 
     def networks_only_loss(x):
         mu, logvar = model.encode(x)  # (M, B, D)
@@ -108,6 +123,8 @@ def make_step(name: str, arch: str, latent: int, lr: float, channels_last: bool,
         return (-(recon - config.beta * kl_to_standard_normal(mu, logvar))).mean()
 
     def step(x) -> None:
+        if compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier graph outputs may be reused
         with autocast():
             loss = networks_only_loss(x) if name == "networks-only" else objective(model, x, generator=generator).loss
         optimizer.zero_grad(set_to_none=True)
@@ -117,17 +134,19 @@ def make_step(name: str, arch: str, latent: int, lr: float, channels_last: bool,
     return step, model
 
 
-def batches(batch: int, use_data: bool, channels_last: bool):
-    """An endless iterator of 5-modality float batches (fixed, or drawn from the FAST data set)."""
+def batches(batch: int, use_data: bool, channels_last: bool, device: torch.device = CPU):
+    """An endless iterator of 5-modality float batches (fixed, or drawn from the FAST data set, kept on the
+    device as uint8 and converted per batch)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if not use_data:
         g = torch.Generator().manual_seed(0)
-        fixed = [torch.rand(batch, 3, 28, 28, generator=g).contiguous(memory_format=fmt) for _ in range(5)]
+        fixed = [torch.rand(batch, 3, 28, 28, generator=g).to(device).contiguous(memory_format=fmt)
+                 for _ in range(5)]
         while True:
             yield fixed
     from mopoe_lib.data import load_polymnist
 
-    data: MultimodalDataset = load_polymnist("train", "fast")
+    data: MultimodalDataset = load_polymnist("train", "fast").to(device)
     epoch = 0
     while True:
         for b in data.batches(batch, shuffle=True, generator=torch.Generator().manual_seed(epoch), drop_last=True):
@@ -138,13 +157,15 @@ def batches(batch: int, use_data: bool, channels_last: bool):
 def measure(names: tuple[str, ...], args: argparse.Namespace) -> list[dict]:
     """Time ``args.steps`` steps of every model, interleaved (one step of each model per round), so that a
     change in the machine's speed during the run (other tenants, clock) affects every model alike."""
+    device = torch.device(args.device)
+    mode = args.compile_mode or ("default" if args.compile else None)
     cases = {}
     for name in names:
         step, model = make_step(name, args.arch, args.latent, args.lr, args.channels_last, args.precision,
-                                args.compile)
-        source = batches(args.batch, args.data, args.channels_last)
+                                mode, device)
+        source = batches(args.batch, args.data, args.channels_last, device)
         x = next(source)
-        if args.compile:
+        if mode:
             step(x)  # compile outside the flop counter
         flops = count_flops(step, x)
         for _ in range(args.warmup):
@@ -153,8 +174,10 @@ def measure(names: tuple[str, ...], args: argparse.Namespace) -> list[dict]:
     for _ in range(args.steps):
         for step, _, source, _, times in cases.values():
             x = next(source)
+            synchronize(device)
             start = time.perf_counter()
             step(x)
+            synchronize(device)
             times.append(time.perf_counter() - start)
     rows = []
     for name, (_, model, _, flops, times) in cases.items():
@@ -182,17 +205,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", choices=(*MODELS, "all"), default="all")
     add_workload_arguments(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoders and decoders")
+    parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+                        default=None, help="torch.compile mode (implies --compile; reduce-overhead: CUDA graphs)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--data", action="store_true", help="draw batches from the FAST data set")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/...)")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as the trainer does on CPU
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does on CPU
     if args.threads:
         torch.set_num_threads(args.threads)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak fp32 {peaks['fp32']:.0f} "
+    size = 8192 if device.type == "cuda" else 2048
+    peaks = {"fp32": matmul_peak(torch.float32, size, device=device),
+             "bf16": matmul_peak(torch.bfloat16, size, device=device)}
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, matmul peak fp32 {peaks['fp32']:.0f} "
           f"GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
     names = MODELS if args.model == "all" else (args.model,)
     rows = measure(names, args)
@@ -209,14 +240,17 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {row['model']:14s} step = {row['ratio_to_networks_only']:.2f} x networks-only "
                   f"(its FLOPs: {row['flop_ratio_to_networks_only']:.2f} x)")
     tag = f"{args.model}-{args.arch}-{args.precision}-b{args.batch}" + ("-cl" if args.channels_last else "") \
-        + ("-compile" if args.compile else "") + ("-data" if args.data else "")
+        + ("-compile" if args.compile and not args.compile_mode else "") \
+        + (f"-compile-{args.compile_mode}" if args.compile_mode else "") + ("-data" if args.data else "") \
+        + ("-cuda" if device.type == "cuda" else "")
     out = args.out or RESULTS / f"train_throughput-{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "train_throughput",
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "rows": rows, "matmul_peak_gflops": peaks, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "load_average": os.getloadavg(),
     }, indent=2) + "\n")

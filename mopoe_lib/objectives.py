@@ -154,12 +154,20 @@ class LossOutput:
     per_row: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
 
+    def logged(self, names: Sequence[str]) -> tuple[tuple[str, ...], Tensor]:
+        """The logged quantities as names and one detached float64 vector on the loss's device: ``loss``,
+        ``elbo``, ``kl``, ``recon`` and ``recon/<modality>``. Stacking these vectors over steps and reading them
+        once keeps a GPU from waiting for the host at every step."""
+        keys = ("loss", "elbo", "kl", "recon", *(f"recon/{n}" for n in names))
+        if len(keys) != 4 + len(self.recon):
+            raise ValueError(f"{len(names)} names for {len(self.recon)} modalities")
+        head = [t.detach().double().reshape(1) for t in (self.loss, self.elbo, self.kl, self.recon.sum())]
+        return keys, torch.cat([*head, self.recon.detach().double()])
+
     def as_floats(self, names: Sequence[str]) -> dict[str, float]:
-        """Flat ``{name: value}`` for logging (``recon/<modality>`` per modality)."""
-        out = {"loss": float(self.loss.detach()), "elbo": float(self.elbo), "kl": float(self.kl), "beta": self.beta,
-               "recon": float(self.recon.sum())}
-        out.update({f"recon/{n}": float(v) for n, v in zip(names, self.recon, strict=True)})
-        return out
+        """Flat ``{name: value}`` for logging (``recon/<modality>`` per modality, and ``beta``)."""
+        keys, values = self.logged(names)
+        return {**dict(zip(keys, values.tolist(), strict=True)), "beta": self.beta}
 
 
 class Objective:

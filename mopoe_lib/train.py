@@ -285,7 +285,8 @@ def evaluate_coherence(model: MultimodalVAE, classifiers, data: MultimodalDatase
 
 
 def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: bool = False,
-          progress: bool = True, data: tuple[MultimodalDataset, MultimodalDataset] | None = None) -> TrainResult:
+          progress: bool = True, data: tuple[MultimodalDataset, MultimodalDataset] | None = None,
+          sync_every: int = 0) -> TrainResult:
     """Train (or continue training) the model of ``config``; returns the model and its per-epoch metrics.
 
     Args:
@@ -293,10 +294,14 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
         resume: continue from the newest checkpoint in ``run_dir`` (an error if the config differs).
         progress: tqdm bars for epochs and steps.
         data: ``(train, test)`` datasets; loaded from the config when omitted.
+        sync_every: read the logged values from the device every this many steps (0: every step on CPU, every
+            50 on a GPU, which then never waits for the host in between). The loss is checked for NaN/inf
+            then, and always before a checkpoint is written.
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf; the message names the step, the last good checkpoint
-            stays in place.
+            stays in place (with ``sync_every > 1`` up to ``sync_every - 1`` more optimiser steps ran, and
+            no checkpoint was written after the bad step).
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     device = pick_device(config.device)
@@ -382,9 +387,29 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
     epochs = tqdm(range(position["epoch"], config.epochs), desc=config.name, disable=not show,
                   initial=position["epoch"], total=config.epochs)
     model.train()
+    # logged values wait on the device and are read every `sync_every` steps: one host sync instead of one per
+    # value and step
+    sync_every = sync_every or (1 if device.type == "cpu" else 50)
+    pending: list[tuple[torch.Tensor, float, str]] = []
+    keys: tuple[str, ...] = ()
+
+    def flush() -> None:
+        if not pending:
+            return
+        rows = torch.stack([values for values, _, _ in pending]).tolist()
+        sums = position["sums"]
+        for (_, beta, where), row in zip(pending, rows, strict=True):
+            if not math.isfinite(row[0]):
+                kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint yet"
+                raise NonFiniteLossError(f"non-finite loss ({row[0]}) at {where}; stopped, {kept}")
+            for key, value in (*zip(keys, row, strict=True), ("beta", beta)):
+                sums[key] = sums.get(key, 0.0) + value
+            position["counted"] += 1
+        pending.clear()
+        if show:
+            bar.set_postfix(loss=f"{rows[-1][0]:.1f}")
+
     for epoch in epochs:
-        sums: dict[str, float] = position["sums"]
-        counted: int = position["counted"]
         timed_steps = 0  # steps run in this process (for throughput; a resumed epoch has fewer)
         epoch_start = time.perf_counter()
         skip = position["step_in_epoch"]
@@ -399,10 +424,11 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
                                     batch.label, batch.available)
             with autocast():
                 out = net(batch, objective, step=position["global_step"], generator=noise, shard=shard)
-            if not torch.isfinite(out.loss):
-                where = f"step {position['global_step'] + 1} (epoch {epoch + 1}, batch {index + 1})"
-                kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint yet"
-                raise NonFiniteLossError(f"non-finite loss ({float(out.loss.detach())}) at {where}; stopped, {kept}")
+            keys, values = out.logged(model.names)
+            where = f"step {position['global_step'] + 1} (epoch {epoch + 1}, batch {index + 1})"
+            pending.append((values, out.beta, where))
+            if len(pending) >= sync_every:
+                flush()  # raises on a non-finite loss before the optimiser takes the step (sync_every = 1)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(out.loss).backward()
@@ -413,15 +439,10 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
                 optimizer.step()
             position["global_step"] += 1
             position["step_in_epoch"] = index + 1
-            for key, value in out.as_floats(model.names).items():
-                sums[key] = sums.get(key, 0.0) + value
-            counted += 1
             timed_steps += 1
-            position["counted"] = counted
-            if show:
-                bar.set_postfix(loss=f"{float(out.loss.detach()):.1f}")
             if (config.checkpoint_every_steps and position["global_step"] % config.checkpoint_every_steps == 0
                     and dist.is_main):
+                flush()
                 last_checkpoint = save_checkpoint(run_dir, model, optimizer, noise, dict(position),
                                                   config.keep_checkpoints)
             if config.max_steps and position["global_step"] >= config.max_steps:
@@ -430,7 +451,9 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
             if config.time_limit_minutes and time.perf_counter() - start_time > 60 * config.time_limit_minutes:
                 stopped = f"time limit of {config.time_limit_minutes} min reached"
                 break
+        flush()
         seconds = time.perf_counter() - epoch_start
+        sums, counted = position["sums"], position["counted"]
         epoch_done = position["step_in_epoch"] >= steps_per_epoch
         if epoch_done:
             position.update(epoch=epoch + 1, step_in_epoch=0, sums={}, counted=0)

@@ -110,6 +110,36 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_p
     assert latest_checkpoint(tmp_path / "run").name == "step-00000004"
 
 
+def test_logging_every_few_steps_changes_nothing_but_when_the_host_reads(tmp_path):
+    # what a GPU run does (sync_every=50 there), here with 3 steps between reads and 4 steps per epoch
+    every = train(_config(epochs=2), tmp_path / "every", progress=False)
+    batched = train(_config(epochs=2, checkpoint_every_steps=5), tmp_path / "batched", progress=False, sync_every=3)
+    _assert_identical(_weights(tmp_path / "every"), _weights(tmp_path / "batched"))
+    for a, b in zip(every.metrics, batched.metrics, strict=True):
+        train_keys = sorted(k for k in a if k.startswith("train/"))
+        assert train_keys == sorted(k for k in b if k.startswith("train/")) and "train/beta" in train_keys
+        for key in train_keys:
+            assert a[key] == pytest.approx(b[key], rel=1e-12, abs=1e-12), key
+
+
+def test_a_non_finite_loss_found_at_a_later_read_names_its_step_and_writes_no_checkpoint(tmp_path, monkeypatch):
+    original = Objective.__call__
+
+    def call(self, model, batch, *args, **kwargs):
+        out = original(self, model, batch, *args, **kwargs)
+        if kwargs.get("step") == 4:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(Objective, "__call__", call)
+    # reads after steps 3 and 6 (and before the checkpoint at step 4): step 5 is found bad at the checkpoint
+    # of step 6, which is then not written
+    with pytest.raises(NonFiniteLossError, match=r"step 5 \(epoch 2, batch 1\)") as info:
+        train(_config(checkpoint_every_steps=2), tmp_path / "run", progress=False, sync_every=3)
+    assert "step-00000004" in str(info.value)
+    assert latest_checkpoint(tmp_path / "run").name == "step-00000004"
+
+
 def test_checkpoints_are_safetensors_and_json_only(tmp_path):
     result = train(_config(epochs=1), tmp_path / "run", progress=False)
     folder = latest_checkpoint(tmp_path / "run")
