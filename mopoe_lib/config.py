@@ -100,9 +100,12 @@ class ExperimentConfig:
     channels_last: bool = False
     compile: bool = False
     threads: int = 0  # CPU threads (0: torch's default, i.e. all cores or $OMP_NUM_THREADS)
+    cudnn_benchmark: bool = False  # GPU: let cuDNN time its convolution algorithms for the fixed batch shape
     # bookkeeping
     eval_samples: int = 1000  # test tuples for the per-epoch test bound (0: skip)
     eval_coherence: int = 0  # PolyMNIST: test tuples for per-epoch coherence with the shipped classifiers (0: skip)
+    eval_every_epochs: int = 1  # evaluate (test bound, coherence) after every n-th epoch and the last one
+    checkpoint_every_epochs: int = 1  # checkpoint after every n-th epoch, the last one and a stop
     checkpoint_every_steps: int = 0  # extra checkpoints within an epoch (0: only at epoch ends)
     keep_checkpoints: int = 2
     time_limit_minutes: float = 0.0  # stop with a checkpoint after this much training time (0: none)
@@ -126,6 +129,8 @@ class ExperimentConfig:
             raise ValueError(f"style_dim must be non-negative, got {self.style_dim}")
         if self.style_dim and self.dataset == "polymnist":
             raise ValueError("style_dim needs per-modality networks; the PolyMNIST networks are grouped (use 0)")
+        if self.eval_every_epochs < 1 or self.checkpoint_every_epochs < 1:
+            raise ValueError("eval_every_epochs and checkpoint_every_epochs must be at least 1")
         if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
             raise ValueError("batch_size and lr must be positive and epochs non-negative")
 
@@ -222,7 +227,8 @@ def _registry() -> dict[str, ExperimentConfig]:
             objective=model, lr=1e-3, epochs=80, precision="auto", eval_samples=2000, eval_coherence=1000)
         out[f"polymnist-full-{model}"] = ExperimentConfig(
             name=f"polymnist-full-{model}", data_variant="full", architecture="paper", latent_dim=512,
-            objective=model, lr=5e-4, epochs=300, eval_samples=10000, eval_coherence=2000)
+            objective=model, lr=5e-4, epochs=300, eval_samples=10000, eval_coherence=2000, eval_every_epochs=5,
+            checkpoint_every_epochs=5, cudnn_benchmark=True)
         for scale, epochs in (("fast", 3), ("full", 200)):
             out[f"mst-{scale}-{model}"] = ExperimentConfig(
                 name=f"mst-{scale}-{model}", dataset="mnist-svhn-text", data_variant=scale, architecture="mst",

@@ -305,6 +305,8 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     device = pick_device(config.device)
+    if device.type == "cuda" and config.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     if device.type == "cpu":
         keep_freed_memory()  # large tensors are otherwise re-mapped and zero-filled by the kernel every step
         if config.threads:
@@ -457,20 +459,23 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
         epoch_done = position["step_in_epoch"] >= steps_per_epoch
         if epoch_done:
             position.update(epoch=epoch + 1, step_in_epoch=0, sums={}, counted=0)
+        finished = epoch + 1 == config.epochs
+        evaluate = epoch_done and ((epoch + 1) % config.eval_every_epochs == 0 or finished or bool(stopped))
         if dist.is_main and (epoch_done or stopped):
             done = epoch + 1 if epoch_done else epoch + position["step_in_epoch"] / steps_per_epoch
             row: dict[str, Any] = {"epoch": done, "global_step": position["global_step"], "seconds": seconds,
                                    "samples_per_s": timed_steps * config.batch_size / max(seconds, 1e-9),
                                    "wall_seconds": time.perf_counter() - start_time}
             row.update({f"train/{k}": v / max(counted, 1) for k, v in sums.items()})
-            if config.eval_samples and epoch_done:
+            if config.eval_samples and evaluate:
                 row.update(evaluate_bound(model, objective, test_data, config.batch_size, config.seed + 2, autocast))
-            if coherence_data is not None and epoch_done:
+            if coherence_data is not None and evaluate:
                 row.update(evaluate_coherence(_unwrap(model), *coherence_data, config.seed + 3))
             history.append(row)
             _write_metrics(metrics_path, history)
-            last_checkpoint = save_checkpoint(run_dir, model, optimizer, noise, dict(position),
-                                              config.keep_checkpoints)
+            if stopped or finished or (epoch + 1) % config.checkpoint_every_epochs == 0:
+                last_checkpoint = save_checkpoint(run_dir, model, optimizer, noise, dict(position),
+                                                  config.keep_checkpoints)
             if show:
                 epochs.set_postfix(loss=f"{row.get('train/loss', math.nan):.1f}",
                                    samples_s=f"{row['samples_per_s']:.0f}")
@@ -485,7 +490,8 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
 
 #: Fields that may change between an interrupted run and its resumption.
 _RESUMABLE = {"epochs", "max_steps", "time_limit_minutes", "device", "threads", "compile", "notes",
-              "checkpoint_every_steps", "keep_checkpoints", "eval_coherence"}
+              "checkpoint_every_steps", "keep_checkpoints", "eval_coherence", "eval_every_epochs",
+              "checkpoint_every_epochs", "cudnn_benchmark"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,6 +140,17 @@ def test_a_non_finite_loss_found_at_a_later_read_names_its_step_and_writes_no_ch
     assert latest_checkpoint(tmp_path / "run").name == "step-00000004"
 
 
+def test_evaluation_and_checkpoints_every_few_epochs_and_after_the_last(tmp_path):
+    result = train(_config(epochs=5, eval_every_epochs=2, checkpoint_every_epochs=3, keep_checkpoints=9),
+                   tmp_path / "run", progress=False)
+    assert [r["epoch"] for r in result.metrics] == [1, 2, 3, 4, 5]
+    assert ["test/elbo" in r for r in result.metrics] == [False, True, False, True, True]
+    steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.is_dir())
+    assert steps == ["step-00000012", "step-00000020"]  # 4 steps per epoch: after epochs 3 and 5
+    with pytest.raises(ValueError, match="at least 1"):
+        _config(eval_every_epochs=0)
+
+
 def test_checkpoints_are_safetensors_and_json_only(tmp_path):
     result = train(_config(epochs=1), tmp_path / "run", progress=False)
     folder = latest_checkpoint(tmp_path / "run")
