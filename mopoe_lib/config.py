@@ -228,7 +228,7 @@ def _registry() -> dict[str, ExperimentConfig]:
         out[f"polymnist-full-{model}"] = ExperimentConfig(
             name=f"polymnist-full-{model}", data_variant="full", architecture="paper", latent_dim=512,
             objective=model, lr=5e-4, epochs=300, eval_samples=10000, eval_coherence=2000, eval_every_epochs=5,
-            checkpoint_every_epochs=5, cudnn_benchmark=True)
+            checkpoint_every_epochs=5, channels_last=True, cudnn_benchmark=True)
         for scale, epochs in (("fast", 3), ("full", 200)):
             out[f"mst-{scale}-{model}"] = ExperimentConfig(
                 name=f"mst-{scale}-{model}", dataset="mnist-svhn-text", data_variant=scale, architecture="mst",

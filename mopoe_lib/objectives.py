@@ -157,7 +157,7 @@ class LossOutput:
     def logged(self, names: Sequence[str]) -> tuple[tuple[str, ...], Tensor]:
         """The logged quantities as names and one detached float64 vector on the loss's device: ``loss``,
         ``elbo``, ``kl``, ``recon`` and ``recon/<modality>``. Stacking these vectors over steps and reading them
-        once keeps a GPU from waiting for the host at every step."""
+        once spares the host a wait for the GPU at every step."""
         keys = ("loss", "elbo", "kl", "recon", *(f"recon/{n}" for n in names))
         if len(keys) != 4 + len(self.recon):
             raise ValueError(f"{len(names)} names for {len(self.recon)} modalities")

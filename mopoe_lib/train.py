@@ -295,7 +295,7 @@ def train(config: ExperimentConfig, run_dir: Path | str | None = None, resume: b
         progress: tqdm bars for epochs and steps.
         data: ``(train, test)`` datasets; loaded from the config when omitted.
         sync_every: read the logged values from the device every this many steps (0: every step on CPU, every
-            50 on a GPU, which then never waits for the host in between). The loss is checked for NaN/inf
+            50 on a GPU, where each read makes the host wait for the GPU). The loss is checked for NaN/inf
             then, and always before a checkpoint is written.
 
     Raises:
