@@ -49,6 +49,19 @@ def _crash_at(monkeypatch, step: int) -> None:
     monkeypatch.setattr(Objective, "__call__", call)
 
 
+def _nan_at(monkeypatch, step: int) -> None:
+    """Make the loss of step ``step`` (0-based) NaN."""
+    original = Objective.__call__
+
+    def call(self, model, batch, *args, **kwargs):
+        out = original(self, model, batch, *args, **kwargs)
+        if kwargs.get("step") == step:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(Objective, "__call__", call)
+
+
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch):
     reference = train(_config(), tmp_path / "reference", progress=False)
@@ -95,15 +108,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monke
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    original = Objective.__call__
-
-    def call(self, model, batch, *args, **kwargs):
-        out = original(self, model, batch, *args, **kwargs)
-        if kwargs.get("step") == 4:
-            out.loss = out.loss * float("nan")
-        return out
-
-    monkeypatch.setattr(Objective, "__call__", call)
+    _nan_at(monkeypatch, 4)
     with pytest.raises(NonFiniteLossError, match=r"step 5 \(epoch 2, batch 1\)") as info:
         train(_config(checkpoint_every_steps=2), tmp_path / "run", progress=False)
     assert "step-00000004" in str(info.value)
@@ -123,15 +128,7 @@ def test_logging_every_few_steps_changes_nothing_but_when_the_host_reads(tmp_pat
 
 
 def test_a_non_finite_loss_found_at_a_later_read_names_its_step_and_writes_no_checkpoint(tmp_path, monkeypatch):
-    original = Objective.__call__
-
-    def call(self, model, batch, *args, **kwargs):
-        out = original(self, model, batch, *args, **kwargs)
-        if kwargs.get("step") == 4:
-            out.loss = out.loss * float("nan")
-        return out
-
-    monkeypatch.setattr(Objective, "__call__", call)
+    _nan_at(monkeypatch, 4)
     # reads after steps 3 and 6 (and before the checkpoint at step 4): step 5 is found bad at the checkpoint
     # of step 6, which is then not written
     with pytest.raises(NonFiniteLossError, match=r"step 5 \(epoch 2, batch 1\)") as info:
