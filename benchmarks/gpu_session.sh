@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# A session on a lent GPU machine, in two calls that each fit a short lease (run from the repository root):
+# A session on a lent GPU machine, one call per phase, each fitting a short lease (run from the repository root):
 #
-#   OUT=/some/folder bash benchmarks/gpu_session.sh measure   # about 4 minutes
-#   OUT=/some/folder bash benchmarks/gpu_session.sh train     # about 6 minutes
-#   OUT=/some/folder bash benchmarks/gpu_session.sh tuned-mopoe   # about 5 minutes
+#   OUT=/some/folder bash benchmarks/gpu_session.sh measure       # 113 s on an H100
+#   OUT=/some/folder bash benchmarks/gpu_session.sh train         # 287 s
+#   OUT=/some/folder bash benchmarks/gpu_session.sh tuned-mopoe   # 281 s (MOPOE_MINUTES=3.5)
 #
 # measure: the trainer on CUDA for MoPoE, MVAE and MMVAE (FAST data, a few steps, per-epoch evaluation
 #   included; stops here on failure); the host syncs of one training step (torch.cuda.set_sync_debug_mode);
-#   torch.profiler over MoPoE and networks-only steps (GPU kernel time against wall time: is the step bound by
-#   the GPU or by the host launching its kernels?); training-step throughput of every model
+#   torch.profiler over the steps of every model and the bare networks (GPU kernel time against wall time: is
+#   a step bound by the GPU or by the host launching its kernels?); training-step throughput of every model
 #   (benchmarks/train_throughput.py --device cuda) in fp32 and bf16 at batch 256, bf16 at 1024, batches from
 #   the data set, and torch.compile(mode="reduce-overhead") networks (CUDA graphs).
 # train: PolyMNIST FULL generated on the machine (the manifest's sha256 can be compared with a CPU-generated
 #   copy), then the paper's FULL configuration of MoPoE for $MOPOE_MINUTES minutes and of MVAE and MMVAE for
-#   $OTHER_MINUTES minutes each, GPU utilisation sampled every second ($TRAIN_SET: extra --set options).
+#   $OTHER_MINUTES minutes each, GPU utilisation sampled every second ($TRAIN_SET: extra --set options; the
+#   results committed in benchmarks/results/h100 ran before the FULL configs evaluated and checkpointed every
+#   5 epochs with channels_last and cuDNN autotuning).
 # tuned-mopoe: the MoPoE step timed with channels_last and cuDNN autotuning on and off, then the FULL MoPoE for
 #   $MOPOE_MINUTES minutes with the fastest combination.
 #
