@@ -112,7 +112,7 @@ for name, run in runs.items():
 # ## 3. Learning curves
 #
 # We plot the two terms separately, per epoch, for training (averaged over the epoch) and test (at the end of
-# the epoch). The *reconstruction* term is summed over the five modalities (higher is better); the *KL* term
+# each evaluated epoch: every epoch here, every fifth in the FULL configs). The *reconstruction* term is summed over the five modalities (higher is better); the *KL* term
 # is the objective's own (the PoE's KL for MVAE's joint term, the average of subset KLs for the mixtures).
 #
 # What to look for: the MVAE usually reconstructs best (its joint posterior sees all five images), the MMVAE
@@ -125,9 +125,11 @@ for name, run in runs.items():
     epochs = [r["epoch"] for r in run.metrics]
     line, = axes[0].plot(epochs, [r["train/recon"] for r in run.metrics], label=f"{name} train")
     axes[1].plot(epochs, [r["train/kl"] for r in run.metrics], color=line.get_color(), label=f"{name} train")
-    if "test/recon" in run.metrics[-1]:
-        axes[0].plot(epochs, [r["test/recon"] for r in run.metrics], "--", color=line.get_color(), label=f"{name} test")
-        axes[1].plot(epochs, [r["test/kl"] for r in run.metrics], "--", color=line.get_color(), label=f"{name} test")
+    tested = [r for r in run.metrics if "test/recon" in r]  # every `eval_every_epochs` epochs
+    if tested:
+        test_epochs = [r["epoch"] for r in tested]
+        axes[0].plot(test_epochs, [r["test/recon"] for r in tested], "--", color=line.get_color(), label=f"{name} test")
+        axes[1].plot(test_epochs, [r["test/kl"] for r in tested], "--", color=line.get_color(), label=f"{name} test")
 axes[0].set_title("reconstruction: sum over modalities of log p(x_m | z)")
 axes[1].set_title("KL term")
 for ax in axes:

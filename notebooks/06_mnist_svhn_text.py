@@ -133,9 +133,9 @@ for m, name in enumerate(("mnist", "svhn")):
 runs = {m: load_or_train(configs[m], use_pretrained=False) for m in MODELS}
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 for name, run in runs.items():
-    epochs = [r["epoch"] for r in run.metrics]
+    tested = [r for r in run.metrics if "test/recon/mnist" in r]  # the evaluated epochs
     for ax, modality in zip(axes, ("mnist", "svhn", "text")):
-        ax.plot(epochs, [r[f"test/recon/{modality}"] for r in run.metrics], "o-", label=name)
+        ax.plot([r["epoch"] for r in tested], [r[f"test/recon/{modality}"] for r in tested], "o-", label=name)
         ax.set_title(f"test reconstruction: {modality}")
         ax.set_xlabel("epoch")
 axes[0].legend()
