@@ -14,10 +14,10 @@ import statistics
 import sys
 from pathlib import Path
 
+from mopoe_lib.pretrained import read_metrics
 from mopoe_lib.viz import learning_curves
 
 FOLDER = Path(__file__).resolve().parent / "results" / "h100"
-EPOCH_STEPS = 60000 // 256
 
 
 def throughput_rows(folder: Path) -> list[str]:
@@ -66,7 +66,7 @@ def run_rows(folder: Path) -> list[str]:
              "mean GPU utilisation | coherence 1/2/3/4 (last evaluated epoch) | 300 epochs at this pace |",
              "|---|---|---|---|---|---|---|---|"]
     for run in sorted(p for p in (folder / "runs").iterdir() if (p / "metrics.jsonl").is_file()):
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rows = read_metrics(run)
         config = json.loads((run / "config.json").read_text())["config"]
         epochs = [r for r in rows if float(r["epoch"]).is_integer()]
         if not epochs:

@@ -112,8 +112,9 @@ for name, run in runs.items():
 # ## 3. Learning curves
 #
 # We plot the two terms separately, per epoch, for training (averaged over the epoch) and test (at the end of
-# each evaluated epoch: every epoch here, every fifth in the FULL configs). The *reconstruction* term is summed over the five modalities (higher is better); the *KL* term
-# is the objective's own (the PoE's KL for MVAE's joint term, the average of subset KLs for the mixtures).
+# each evaluated epoch: every epoch here, every fifth in the FULL configs). The *reconstruction* term is summed
+# over the five modalities (higher is better); the *KL* term is the objective's own (the PoE's KL for MVAE's
+# joint term, the average of subset KLs for the mixtures).
 #
 # What to look for: the MVAE usually reconstructs best (its joint posterior sees all five images), the MMVAE
 # worst (every modality must be rebuilt from *one* image, which cannot know the other four backgrounds), and
