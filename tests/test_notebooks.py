@@ -46,6 +46,40 @@ def test_chapter_is_paired_py_percent(path):
     assert "#   jupytext:" in head and "#     formats: ipynb,py:percent" in head
 
 
+def test_opening_and_saving_chapters_in_jupyterlab_leaves_them_byte_identical(tmp_path):
+    """What JupyterLab does on "Open With > Notebook" and autosave: jupytext's contents manager reads the paired
+    chapter and writes it back (the first save creates the .ipynb, the second goes through the pair), after a
+    kernel has added its language_info, execution counts and cell timing metadata."""
+    import asyncio
+    import shutil
+
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from jupytext import build_async_jupytext_contents_manager_class
+
+    shutil.copy(ROOT / "jupytext.toml", tmp_path / "jupytext.toml")
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("*.ipynb"))
+    manager = build_async_jupytext_contents_manager_class(AsyncLargeFileManager)(root_dir=str(tmp_path))
+
+    async def open_run_and_save(name: str) -> None:
+        for _ in range(2):
+            model = await manager.get(f"notebooks/{name}", content=True, type="notebook")
+            model["content"]["metadata"]["language_info"] = {"name": "python", "version": "3.11.7"}
+            for cell in model["content"]["cells"]:
+                if cell["cell_type"] == "code":
+                    cell["execution_count"] = 1
+                    cell["metadata"]["execution"] = {"iopub.status.idle": "2026-01-01T00:00:00Z"}
+            await manager.save(model, f"notebooks/{name}")
+
+    changed = []
+    for name in EXPECTED_CHAPTERS:
+        before = (ROOT / "notebooks" / name).read_bytes()
+        asyncio.run(open_run_and_save(name))
+        assert (tmp_path / "notebooks" / name.replace(".py", ".ipynb")).is_file(), "the pair was not written"
+        if (tmp_path / "notebooks" / name).read_bytes() != before:
+            changed.append(name)
+    assert changed == [], f"saving rewrote {changed}: check jupytext.toml's metadata filters"
+
+
 def test_no_notebook_outputs_are_committed():
     tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
