@@ -15,7 +15,7 @@ only targets *outside* the input subset (generating a modality the model was sho
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -38,11 +38,28 @@ def conditional_coherence(
 ) -> list[dict]:
     """One row per (subset, target modality): ``subset``, ``num_inputs``, ``target``, ``in_subset``,
     ``coherence``, ``n``."""
+    return conditional_coherence_by_judge(model, {"judge": classifiers}, data, subsets, batch_size, seed,
+                                          progress)["judge"]
+
+
+@torch.no_grad()
+def conditional_coherence_by_judge(
+    model: MultimodalVAE,
+    judges: Mapping[str, ModalityClassifiers],
+    data: MultimodalDataset,
+    subsets: torch.Tensor | None = None,
+    batch_size: int = 250,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, list[dict]]:
+    """:func:`conditional_coherence` of the *same* generations judged by several classifier sets: coherence
+    depends on the judge (a classifier that reads blurry decoder means differently scores them differently),
+    and judging one set of generations separates that spread from the sampling error."""
     model.eval()
     subsets = powerset(model.num_modalities) if subsets is None else subsets
     labels = subset_labels(subsets, model.names)
     generator = torch.Generator().manual_seed(seed)
-    correct = torch.zeros(subsets.shape[0], model.num_modalities)
+    correct = {name: torch.zeros(subsets.shape[0], model.num_modalities) for name in judges}
     batches = tqdm(data.batches(batch_size), total=data.num_batches(batch_size), desc="coherence",
                    disable=not progress, leave=False)
     device = next(model.parameters()).device
@@ -51,15 +68,13 @@ def conditional_coherence(
         z = model.sample_given(model.encode(batch.x), subsets, generator)  # (K, B, D)
         generated = model.means(model.decode(z, generator=generator))  # M tensors (K, B, ...)
         flat = [g.flatten(0, 1).clamp(0, 1) for g in generated]  # (K*B, ...)
-        predicted = predict(classifiers, flat).view(model.num_modalities, subsets.shape[0], -1)  # (M, K, B)
-        correct += (predicted == batch.label.to(predicted.device)).sum(dim=2).T.float().cpu()
-    rows = []
-    for k, label in enumerate(labels):
-        for m, name in enumerate(model.names):
-            rows.append({"subset": label, "num_inputs": int(subsets[k].sum()), "target": name,
-                         "in_subset": bool(subsets[k, m]), "coherence": float(correct[k, m] / len(data)),
-                         "n": len(data)})
-    return rows
+        for name, classifiers in judges.items():
+            predicted = predict(classifiers, flat).view(model.num_modalities, subsets.shape[0], -1)  # (M, K, B)
+            correct[name] += (predicted == batch.label.to(predicted.device)).sum(dim=2).T.float().cpu()
+    return {name: [{"subset": label, "num_inputs": int(subsets[k].sum()), "target": target,
+                    "in_subset": bool(subsets[k, m]), "coherence": float(hits[k, m] / len(data)), "n": len(data)}
+                   for k, label in enumerate(labels) for m, target in enumerate(model.names)]
+            for name, hits in correct.items()}
 
 
 def coherence_by_num_inputs(rows: Sequence[dict], include_inputs: bool = False) -> dict[int, float]:
