@@ -14,7 +14,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from mopoe_lib.pretrained import read_metrics
+from mopoe_lib.runs import read_metrics
 from mopoe_lib.viz import learning_curves
 
 FOLDER = Path(__file__).resolve().parent / "results" / "h100"

@@ -18,7 +18,8 @@ time and stops every ``--every`` minutes to measure, on fixed test tuples and wi
 Measurement time is not counted: the clock runs only inside the trainer (its own evaluations are switched off).
 Training is resumable: the run folder and the results file are updated at every point, and ``run`` with the
 same arguments continues where it stopped. Every point also keeps the model's weights
-(``runs/time_to_coherence/<results stem>/snapshots/``, not committed), so a new judge can score the same models later (``rejudge``).
+(``runs/time_to_coherence/<results stem>/snapshots/``, not committed), so a new judge can score the same
+models later (``rejudge``).
 
 The results file records the machine (CPU model, ISA flags, threads, load average at every point), torch and
 the git commit. Times are wall-clock minutes of training on *this* machine: compare labels run on one machine.
@@ -42,11 +43,13 @@ import torch
 from safetensors.torch import load_file
 
 from mopoe_lib.config import build_model, get_config, parse_overrides
-from mopoe_lib.data.integrity import read_json, write_json
+from mopoe_lib.evaluation.bound import evaluate_bound
 from mopoe_lib.evaluation.classifiers import load_classifiers
 from mopoe_lib.evaluation.coherence import coherence_by_num_inputs
 from mopoe_lib.evaluation.latent import latent_probe
-from mopoe_lib.train import evaluate_bound, latest_checkpoint, load_training_data, train
+from mopoe_lib.integrity import read_json, write_json
+from mopoe_lib.runs import latest_checkpoint
+from mopoe_lib.train import load_training_data, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "time_to_coherence"
 ROOT = Path(__file__).resolve().parent.parent

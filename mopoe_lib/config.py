@@ -1,46 +1,54 @@
-"""Experiment configurations: one dataclass, a registry of named experiments, and the model factory.
+"""Experiment configurations: one dataclass, one record per data set, and the registry of named experiments.
 
 Named experiments (``polymnist-<scale>-<model>``):
 
 ==========  =====================================================================================
 scale       what it is
 ==========  =====================================================================================
-``fast``    the FAST data set (6k tuples), a compact network, a few epochs: minutes on a laptop CPU
-``compact`` the full 60k tuples with the compact network (bf16 where the CPU supports it): the shipped models
-``full``    the paper's setup (REFERENCE.md): paper networks, latent 512, Laplace 0.75, beta 2.5,
-            Adam 5e-4, batch 256, 300 epochs (a GPU job)
+``fast``    the FAST data set (6k tuples), a compact network, a few minutes on a laptop CPU
+``compact`` the full 60k tuples with the compact network: the shipped models, trained on a CPU
+``full``    the paper's setup (Sutter et al. 2021, appendix): paper networks, latent 512, Laplace 0.75,
+            beta 2.5, Adam 5e-4, batch 256, 300 epochs (a GPU job)
 ==========  =====================================================================================
 
-for each model ``mopoe``, ``mvae`` and ``mmvae``; and ``mst-<fast|full>-<model>`` for MNIST-SVHN-Text (the
-official networks, latent 20, Adam 1e-3; FAST on the offline street-digit stand-in; ``data_source=svhn`` for
-the real SVHN); ``celeba-full-<model>`` for CelebA image-text (20 shared + 32 modality-specific latent
-dimensions, Adam 5e-4, 250 epochs; needs the data set you download, see :mod:`mopoe_lib.data.celeba`). Any
-field can be overridden, e.g.
-``get_config("polymnist-fast-mopoe", epochs=2, lr=1e-3)`` or ``--set epochs=2`` on the command line.
+for each model ``mopoe``, ``mvae`` and ``mmvae``; ``mst-<fast|full>-<model>`` for MNIST-SVHN-Text (the
+official networks, latent 20, Adam 1e-3; offline on the street-digit stand-in, ``data_source=svhn`` for the
+real SVHN); ``celeba-full-<model>`` for CelebA image-text (20 shared + 32 modality-specific latent dimensions,
+Adam 5e-4, 250 epochs; needs the data set you download, see :mod:`mopoe_lib.data.celeba`).
+
+Any field can be overridden: ``get_config("polymnist-fast-mopoe", epochs=2, lr=1e-3)`` or ``--set epochs=2`` on
+the command line. The objective's options (``estimator``, ``num_samples``, ``max_subsets``, ...) are ``None``
+by default, meaning "the named objective's own" (:data:`mopoe_lib.objectives.OBJECTIVES`), so
+``--set objective=mmvae_iw`` trains with that objective's DReG estimator and K = 30.
+
+Adding a data set means one :class:`DatasetSpec` in :data:`DATASETS` (its loader, architectures, modality names
+and model builder); adding an objective means one record in :data:`mopoe_lib.objectives.OBJECTIVES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from .likelihoods import get_likelihood
+from .likelihoods import LIKELIHOODS, get_likelihood
 from .model import MultimodalVAE
 from .networks import GroupedConvDecoder, GroupedConvEncoder
-from .objectives import DEFAULT_PRIOR_EXPERT, OBJECTIVES, SUBSET_POSTERIOR, Objective, make_objective
+from .objectives import OBJECTIVE_OPTIONS, OBJECTIVES, Objective, ObjectiveConfig
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
-    # the paper's PolyMNIST networks (REFERENCE.md), evaluated as one grouped network
+    # the paper's PolyMNIST networks, evaluated as one grouped network
     "paper": {"channels": (32, 64, 128), "hidden_dim": 512},
     # a compact variant: a quarter of the channels, about 15x fewer flops than the paper's networks
     "compact": {"channels": (16, 32, 64), "hidden_dim": 256},
 }
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
-#: data set -> its architectures (the first is the default)
-DATASETS: dict[str, tuple[str, ...]] = {"polymnist": ("compact", "paper"), "mnist-svhn-text": ("mst",),
-                                        "celeba": ("celeba",)}
-#: MNIST-SVHN-Text reconstruction weights (REFERENCE.md): numel(SVHN) / numel(modality), text as 8 symbols
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "cuda:<n>")
+#: MNIST-SVHN-Text reconstruction weights (the authors' code): numel(SVHN) / numel(modality), text as 8 symbols
 MST_RECON_WEIGHTS = (3072 / 784, 1.0, 3072 / 8)
 #: CelebA reconstruction weights, the same rule: numel(image) / numel(modality), text as 256 symbols
 CELEBA_RECON_WEIGHTS = (1.0, 3 * 64 * 64 / 256)
@@ -62,6 +70,98 @@ def resolve_precision(precision: str, device_type: str) -> str:
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
+# ------------------------------------------------------------------------------------------------ data sets
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the library needs to know about one data set.
+
+    Attributes:
+        architectures: the network families it can use (the first is the default).
+        modalities: the modality names, in order (a model rebuilt from a config uses them).
+        load: ``load(config, split)`` -> :class:`~mopoe_lib.data.MultimodalDataset` for ``"train"``/``"test"``.
+        build: ``build(config, names)`` -> the :class:`~mopoe_lib.model.MultimodalVAE` of a config.
+        judged: shipped digit classifiers exist for it (coherence can be measured during training).
+    """
+
+    name: str
+    architectures: tuple[str, ...]
+    modalities: tuple[str, ...]
+    load: Callable[[ExperimentConfig, str], Any]
+    build: Callable[[ExperimentConfig, tuple[str, ...]], MultimodalVAE]
+    judged: bool = False
+
+
+def _posterior_options(config: ExperimentConfig) -> dict[str, Any]:
+    """The model's posterior policies (prior expert, posterior given a subset) from the config's objective."""
+    objective = config.objective_config
+    return {"prior_expert": objective.prior_expert, "subset_posterior": objective.subset_posterior}
+
+
+def _build_polymnist(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVAE:
+    arch = ARCHITECTURES[config.architecture]
+    m = len(names)
+    encoder = GroupedConvEncoder(m, config.latent_dim, arch["channels"], arch["hidden_dim"])
+    decoder = GroupedConvDecoder(m, config.latent_dim, tuple(reversed(arch["channels"])))
+    scale = {"scale": config.likelihood_scale} if config.likelihood in ("laplace", "gaussian") else {}
+    likelihoods = [get_likelihood(config.likelihood, **scale) for _ in range(m)]
+    return MultimodalVAE(encoder, decoder, likelihoods, config.latent_dim, names=names, **_posterior_options(config))
+
+
+def _build_mst(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVAE:
+    from .networks import mnist_svhn_text as nets
+
+    width, s = config.latent_dim + config.style_dim, config.style_dim
+    image = {"scale": config.likelihood_scale}
+    return MultimodalVAE([nets.MNISTEncoder(width), nets.SVHNEncoder(width), nets.TextEncoder(width)],
+                         [nets.MNISTDecoder(width), nets.SVHNDecoder(width), nets.TextDecoder(width)],
+                         [get_likelihood("laplace", **image), get_likelihood("laplace", **image),
+                          get_likelihood("categorical")], config.latent_dim, names=names,
+                         recon_weights=MST_RECON_WEIGHTS, style_dims=[s] * 3, **_posterior_options(config))
+
+
+def _build_celeba(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVAE:
+    from .networks import celeba
+
+    width = config.latent_dim + config.style_dim
+    return MultimodalVAE([celeba.FaceEncoder(width), celeba.AttributeTextEncoder(width)],
+                         [celeba.FaceDecoder(width), celeba.AttributeTextDecoder(width)],
+                         [get_likelihood("laplace", scale=config.likelihood_scale), get_likelihood("categorical")],
+                         config.latent_dim, names=names, recon_weights=CELEBA_RECON_WEIGHTS,
+                         style_dims=[config.style_dim] * 2, **_posterior_options(config))
+
+
+def _load_polymnist(config: ExperimentConfig, split: str):
+    from .data.polymnist import load_polymnist
+
+    return load_polymnist(split, config.data_variant, seed=config.data_seed)
+
+
+def _load_mst(config: ExperimentConfig, split: str):
+    from .data.mnist_svhn_text import load_mnist_svhn_text
+
+    return load_mnist_svhn_text(split, config.data_variant, config.data_source or "street", config.data_seed)
+
+
+def _load_celeba(config: ExperimentConfig, split: str):
+    from .data.celeba import load_celeba
+
+    return load_celeba(split, config.data_root or None)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "polymnist": DatasetSpec("polymnist", ("compact", "paper"),
+                             ("astronaut", "chelsea", "coffee", "ihc", "motorcycle"),
+                             _load_polymnist, _build_polymnist, judged=True),
+    "mnist-svhn-text": DatasetSpec("mnist-svhn-text", ("mst",), ("mnist", "svhn", "text"), _load_mst, _build_mst),
+    "celeba": DatasetSpec("celeba", ("celeba",), ("image", "text"), _load_celeba, _build_celeba),
+}
+
+
+# ----------------------------------------------------------------------------------------------- the config
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that defines a training run. Saved next to every run's results."""
@@ -80,14 +180,18 @@ class ExperimentConfig:
     style_dim: int = 0  # modality-specific latent per modality (0: none; CelebA: 32)
     likelihood: str = "laplace"
     likelihood_scale: float = 0.75
-    prior_expert: str = ""  # "" -> the objective's default (mopoe: full_set, mvae: always, mmvae: never)
-    # objective
+    # objective: the named objective's record, with these options overriding it where they are not None
     objective: str = "mopoe"
     beta: float = 2.5
-    estimator: str = "elbo"
-    num_samples: int = 1
-    sampling: str = "stratified"
     kl_anneal_steps: int = 0
+    estimator: str | None = None
+    num_samples: int | None = None
+    sampling: str | None = None
+    max_subsets: int | None = None
+    unimodal_terms: bool | None = None
+    random_subset_terms: int | None = None
+    prior_expert: str | None = None
+    subset_posterior: str | None = None
     # optimisation
     lr: float = 1e-3
     batch_size: int = 256
@@ -103,7 +207,7 @@ class ExperimentConfig:
     cudnn_benchmark: bool = False  # GPU: let cuDNN time its convolution algorithms for the fixed batch shape
     # bookkeeping
     eval_samples: int = 1000  # test tuples for the per-epoch test bound (0: skip)
-    eval_coherence: int = 0  # PolyMNIST: test tuples for per-epoch coherence with the shipped classifiers (0: skip)
+    eval_coherence: int = 0  # test tuples for per-epoch coherence with the shipped classifiers (0: skip)
     eval_every_epochs: int = 1  # evaluate (test bound, coherence) after every n-th epoch and the last one
     checkpoint_every_epochs: int = 1  # checkpoint after every n-th epoch, the last one and a stop
     checkpoint_every_steps: int = 0  # extra checkpoints within an epoch (0: only at epoch ends)
@@ -113,46 +217,76 @@ class ExperimentConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        if self.architecture not in DATASETS[self.dataset]:
-            raise ValueError(f"unknown architecture {self.architecture!r} for {self.dataset}; choose one of "
-                             f"{', '.join(DATASETS[self.dataset])}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        get_likelihood(self.likelihood)  # raises with the valid names
-        if self.eval_coherence and self.dataset != "polymnist":
-            raise ValueError("eval_coherence needs the shipped PolyMNIST classifiers; use 0 for other data sets")
-        if self.style_dim < 0:
-            raise ValueError(f"style_dim must be non-negative, got {self.style_dim}")
-        if self.style_dim and self.dataset == "polymnist":
-            raise ValueError("style_dim needs per-modality networks; the PolyMNIST networks are grouped (use 0)")
-        if self.eval_every_epochs < 1 or self.checkpoint_every_epochs < 1:
-            raise ValueError("eval_every_epochs and checkpoint_every_epochs must be at least 1")
-        if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
-            raise ValueError("batch_size and lr must be positive and epochs non-negative")
+        _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
+        """A config from ``to_dict()`` output; configs saved by earlier versions load too (``prior_expert=""``
+        and the explicit ``estimator="elbo"``, ``num_samples=1``, ``sampling="stratified"`` they stored are
+        what the named objectives use)."""
         check_fields(values)
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        if values.get("prior_expert") == "":
+            values["prior_expert"] = None
         return cls(**values)
 
     @property
+    def spec(self) -> DatasetSpec:
+        return DATASETS[self.dataset]
+
+    @property
+    def objective_config(self) -> ObjectiveConfig:
+        """The named objective's record with this config's options applied (``beta``, ``kl_anneal_steps`` and
+        every option that is not ``None``)."""
+        options = {name: getattr(self, name) for name in OBJECTIVE_OPTIONS if hasattr(self, name)}
+        options = {k: v for k, v in options.items() if v is not None}
+        return replace(OBJECTIVES[self.objective], **options)
+
+    @property
     def resolved_prior_expert(self) -> str:
-        return self.prior_expert or DEFAULT_PRIOR_EXPERT[self.objective]
+        return self.objective_config.prior_expert
 
     def make_objective(self) -> Objective:
-        options: dict[str, Any] = {"beta": self.beta, "estimator": self.estimator, "sampling": self.sampling,
-                                   "kl_anneal_steps": self.kl_anneal_steps}
-        if self.estimator != "elbo" or self.num_samples != 1:
-            options["num_samples"] = self.num_samples
-        return make_objective(self.objective, **options)
+        return Objective(self.objective_config)
+
+
+def _validate(config: ExperimentConfig) -> None:
+    """Raise a ValueError naming the field and the valid values for the first invalid field."""
+    c = config
+    if c.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {c.dataset!r}; choose one of {', '.join(DATASETS)}")
+    for name, value, valid in (("architecture", c.architecture, c.spec.architectures),
+                               ("objective", c.objective, tuple(OBJECTIVES)),
+                               ("precision", c.precision, PRECISIONS),
+                               ("likelihood", c.likelihood, tuple(LIKELIHOODS))):
+        if value not in valid:
+            suffix = f" for {c.dataset}" if name == "architecture" else ""
+            raise ValueError(f"unknown {name} {value!r}{suffix}; choose one of {', '.join(valid)}")
+    if not (c.device in ("auto", "cpu", "cuda") or (c.device.startswith("cuda:") and c.device[5:].isdigit())):
+        raise ValueError(f"unknown device {c.device!r}; choose one of {', '.join(DEVICES)}")
+    positive = ("latent_dim", "batch_size", "eval_every_epochs", "checkpoint_every_epochs", "keep_checkpoints")
+    non_negative = ("style_dim", "epochs", "max_steps", "threads", "eval_samples", "eval_coherence",
+                    "checkpoint_every_steps", "train_subset", "kl_anneal_steps", "data_seed")
+    for name in positive:
+        if getattr(c, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(c, name)}")
+    for name in non_negative:
+        if getattr(c, name) < 0:
+            raise ValueError(f"{name} must be non-negative, got {getattr(c, name)}")
+    for name in ("lr", "likelihood_scale"):
+        if not (math.isfinite(getattr(c, name)) and getattr(c, name) > 0):
+            raise ValueError(f"{name} must be a finite positive number, got {getattr(c, name)}")
+    if not (math.isfinite(c.time_limit_minutes) and c.time_limit_minutes >= 0):
+        raise ValueError(f"time_limit_minutes must be finite and non-negative (0: no limit), got "
+                         f"{c.time_limit_minutes}")
+    if c.eval_coherence and not c.spec.judged:
+        raise ValueError(f"eval_coherence needs shipped digit classifiers, which {c.dataset} has not; use 0")
+    if c.style_dim and c.dataset == "polymnist":
+        raise ValueError("style_dim needs per-modality networks; the PolyMNIST networks are grouped (use 0)")
+    c.objective_config  # noqa: B018 -- validates the objective's options (names the bad one)
 
 
 def check_fields(names: Any) -> None:
@@ -163,57 +297,18 @@ def check_fields(names: Any) -> None:
         raise ValueError(f"unknown config fields {sorted(unknown)}; valid: {', '.join(sorted(known))}")
 
 
-def _posterior_options(config: ExperimentConfig) -> dict[str, Any]:
-    """The model's posterior policies for the config's objective (prior expert, posterior given a subset)."""
-    return {"prior_expert": config.resolved_prior_expert, "subset_posterior": SUBSET_POSTERIOR[config.objective]}
-
-
-def build_model(config: ExperimentConfig, num_modalities: int = 5,
-                names: tuple[str, ...] | None = None) -> MultimodalVAE:
-    """The model a config describes (random initialisation from the current torch seed)."""
-    if config.dataset == "mnist-svhn-text":
-        from .networks import mnist_svhn_text as nets
-
-        d, s = config.latent_dim, config.style_dim
-        image = {"scale": config.likelihood_scale}
-        return MultimodalVAE([nets.MNISTEncoder(d + s), nets.SVHNEncoder(d + s), nets.TextEncoder(d + s)],
-                             [nets.MNISTDecoder(d + s), nets.SVHNDecoder(d + s), nets.TextDecoder(d + s)],
-                             [get_likelihood("laplace", **image), get_likelihood("laplace", **image),
-                              get_likelihood("categorical")], d, names=names or ("mnist", "svhn", "text"),
-                             recon_weights=MST_RECON_WEIGHTS, style_dims=[s] * 3,
-                             **_posterior_options(config))
-    if config.dataset == "celeba":
-        from .networks import celeba
-
-        width = config.latent_dim + config.style_dim
-        return MultimodalVAE([celeba.FaceEncoder(width), celeba.AttributeTextEncoder(width)],
-                             [celeba.FaceDecoder(width), celeba.AttributeTextDecoder(width)],
-                             [get_likelihood("laplace", scale=config.likelihood_scale),
-                              get_likelihood("categorical")], config.latent_dim, names=names or ("image", "text"),
-                             recon_weights=CELEBA_RECON_WEIGHTS, style_dims=[config.style_dim] * 2,
-                             **_posterior_options(config))
-    arch = ARCHITECTURES[config.architecture]
-    encoder = GroupedConvEncoder(num_modalities, config.latent_dim, arch["channels"], arch["hidden_dim"])
-    decoder = GroupedConvDecoder(num_modalities, config.latent_dim, tuple(reversed(arch["channels"])))
-    scale = {"scale": config.likelihood_scale} if config.likelihood in ("laplace", "gaussian") else {}
-    likelihoods = [get_likelihood(config.likelihood, **scale) for _ in range(num_modalities)]
-    return MultimodalVAE(encoder, decoder, likelihoods, config.latent_dim, names=names,
-                         **_posterior_options(config))
+def build_model(config: ExperimentConfig, names: Sequence[str] | None = None) -> MultimodalVAE:
+    """The model a config describes (random initialisation from the current torch seed); ``names`` default to
+    the data set's modality names."""
+    return config.spec.build(config, tuple(names) if names is not None else config.spec.modalities)
 
 
 def load_dataset(config: ExperimentConfig, split: str):  # -> MultimodalDataset
     """The ``split`` (``"train"``/``"test"``) of the config's data set and variant."""
-    if config.dataset == "mnist-svhn-text":
-        from .data.mnist_svhn_text import load_mnist_svhn_text
+    return config.spec.load(config, split)
 
-        return load_mnist_svhn_text(split, config.data_variant, config.data_source or "street", config.data_seed)
-    if config.dataset == "celeba":
-        from .data.celeba import load_celeba
 
-        return load_celeba(split, config.data_root or None)
-    from .data.polymnist import load_polymnist
-
-    return load_polymnist(split, config.data_variant, seed=config.data_seed)
+# --------------------------------------------------------------------------------------- named experiments
 
 
 def _registry() -> dict[str, ExperimentConfig]:
@@ -255,26 +350,47 @@ def get_config(name: str, **overrides: Any) -> ExperimentConfig:
     return replace(EXPERIMENTS[name], **overrides)
 
 
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _field_types() -> dict[str, tuple[type, ...]]:
+    """Each field's accepted types, ``NoneType`` included for the optional ones (resolved annotations)."""
+    hints = typing.get_type_hints(ExperimentConfig)
+    out = {}
+    for name, hint in hints.items():
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
+        out[name] = args or (typing.get_origin(hint) or hint,)
+    return out
+
+
+def parse_value(key: str, raw: str) -> Any:
+    """One ``--set key=value`` value, converted to the field's type; ``none`` sets an optional field back to
+    its default (the objective's own). Errors name the key and the expected type."""
+    check_fields([key])
+    kinds = _field_types()[key]
+    if type(None) in kinds and raw.strip().lower() in ("none", "null", "default"):
+        return None
+    kind = next(k for k in kinds if k is not type(None))
+    if kind is dict:
+        raise ValueError(f"{key} cannot be set from the command line")
+    if kind is bool:
+        if raw.lower() not in _TRUE + _FALSE:
+            raise ValueError(f"{key} expects true or false, got {raw!r}")
+        return raw.lower() in _TRUE
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"{key} expects {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    return raw
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["lr=1e-3", "compile=true"]`` -> typed values, using the dataclass field types."""
-    types = {f.name: f.type for f in fields(ExperimentConfig)}
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} is not of the form key=value")
-        check_fields([key])
-        kind = str(types[key])
-        if "bool" in kind:
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(f"{key} expects true or false, got {raw!r}")
-            out[key] = raw.lower() in ("true", "1", "yes")
-        elif "int" in kind:
-            out[key] = int(raw)
-        elif "float" in kind:
-            out[key] = float(raw)
-        elif "dict" in kind:
-            raise ValueError(f"{key} cannot be set from the command line")
-        else:
-            out[key] = raw
+        out[key.strip()] = parse_value(key.strip(), raw)
     return out

@@ -167,10 +167,6 @@ class MultimodalVAE(nn.Module):
     def num_modalities(self) -> int:
         return self._count
 
-    def forward(self, batch, objective, **kwargs):  # -> LossOutput
-        """``objective(self, batch, **kwargs)``: lets DistributedDataParallel wrap a training step."""
-        return objective(self, batch, **kwargs)
-
     # ------------------------------------------------------------------------------------------ inference
 
     def _check_inputs(self, x: Sequence[Tensor]) -> int:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
 import torch
@@ -56,7 +56,7 @@ from .fusion import (
     singletons,
     standard_normal_log_prob,
 )
-from .model import MultimodalVAE, StyleParams
+from .model import PRIOR_EXPERT_CHOICES, SUBSET_POSTERIOR_CHOICES, MultimodalVAE, StyleParams
 
 Estimator = Literal["elbo", "iwae", "dreg"]
 ESTIMATORS: tuple[str, ...] = ("elbo", "iwae", "dreg")
@@ -66,7 +66,13 @@ SUBSET_CHOICES: tuple[str, ...] = ("powerset", "singletons", "full")
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """What an objective computes. Build named ones with :func:`make_objective`."""
+    """What an objective computes, and the posterior policies of the model it trains: one record per named
+    objective (:data:`OBJECTIVES`). Build named ones with :func:`make_objective`.
+
+    ``prior_expert`` (where the N(0, I) expert enters products) and ``subset_posterior`` (the posterior given a
+    subset: product or mixture of experts) are properties of the *model* (:class:`~mopoe_lib.model.MultimodalVAE`),
+    recorded here because each objective defines them: the objective never reads them itself.
+    """
 
     name: str
     subsets: SubsetChoice
@@ -78,6 +84,8 @@ class ObjectiveConfig:
     unimodal_terms: bool = False
     random_subset_terms: int = 0
     kl_anneal_steps: int = 0
+    prior_expert: str = "full_set"
+    subset_posterior: str = "product"
 
     def __post_init__(self) -> None:
         if self.subsets not in SUBSET_CHOICES:
@@ -89,27 +97,35 @@ class ObjectiveConfig:
         if self.num_samples < 1 or (self.estimator == "elbo" and self.num_samples != 1):
             raise ValueError(f"num_samples={self.num_samples}: the elbo estimator uses 1 sample, "
                              "iwae/dreg need num_samples >= 1")
-        if self.beta < 0 or self.kl_anneal_steps < 0 or self.random_subset_terms < 0:
-            raise ValueError("beta, kl_anneal_steps and random_subset_terms must be non-negative")
+        if not (math.isfinite(self.beta) and self.beta >= 0) or self.kl_anneal_steps < 0 \
+                or self.random_subset_terms < 0:
+            raise ValueError("beta must be finite and non-negative, kl_anneal_steps and random_subset_terms "
+                             "non-negative")
         if self.max_subsets is not None and self.max_subsets < 1:
             raise ValueError(f"max_subsets must be positive or None, got {self.max_subsets}")
+        if self.prior_expert not in PRIOR_EXPERT_CHOICES:
+            raise ValueError(f"unknown prior_expert {self.prior_expert!r}; choose one of "
+                             f"{', '.join(PRIOR_EXPERT_CHOICES)}")
+        if self.subset_posterior not in SUBSET_POSTERIOR_CHOICES:
+            raise ValueError(f"unknown subset_posterior {self.subset_posterior!r}; choose one of "
+                             f"{', '.join(SUBSET_POSTERIOR_CHOICES)}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-#: The named objectives and the recommended prior-expert policy of their models.
+#: The named objectives, one record each: subsets, estimator and the model's posterior policies
+#: (the mixture models never multiply experts, so their posterior given a subset is the experts' mixture).
 OBJECTIVES: dict[str, ObjectiveConfig] = {
-    "mopoe": ObjectiveConfig("mopoe", "powerset"),
-    "mmvae": ObjectiveConfig("mmvae", "singletons"),
-    "mmvae_iw": ObjectiveConfig("mmvae_iw", "singletons", estimator="dreg", num_samples=30),
-    "mvae": ObjectiveConfig("mvae", "full", unimodal_terms=True),
+    "mopoe": ObjectiveConfig("mopoe", "powerset", prior_expert="full_set", subset_posterior="product"),
+    "mmvae": ObjectiveConfig("mmvae", "singletons", prior_expert="never", subset_posterior="mixture"),
+    "mmvae_iw": ObjectiveConfig("mmvae_iw", "singletons", estimator="dreg", num_samples=30, prior_expert="never",
+                                subset_posterior="mixture"),
+    "mvae": ObjectiveConfig("mvae", "full", unimodal_terms=True, prior_expert="always", subset_posterior="product"),
 }
-DEFAULT_PRIOR_EXPERT: dict[str, str] = {"mopoe": "full_set", "mmvae": "never", "mmvae_iw": "never",
-                                        "mvae": "always"}
-#: The posterior given a subset of modalities, per objective: the mixture models never multiply experts.
-SUBSET_POSTERIOR: dict[str, str] = {"mopoe": "product", "mmvae": "mixture", "mmvae_iw": "mixture",
-                                    "mvae": "product"}
+#: The options of a named objective that an experiment may override (its subsets define it; the library's
+#: :func:`make_objective` accepts ``subsets`` too, to show that the three models are one code path).
+OBJECTIVE_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(ObjectiveConfig) if f.name not in ("name", "subsets"))
 
 
 def make_objective(name: str, **overrides: object) -> Objective:
@@ -120,10 +136,10 @@ def make_objective(name: str, **overrides: object) -> Objective:
     """
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
-    unknown = set(overrides) - set(ObjectiveConfig.__dataclass_fields__)
+    valid = ("subsets", *OBJECTIVE_OPTIONS)
+    unknown = set(overrides) - set(valid)
     if unknown:
-        raise ValueError(f"unknown objective options {sorted(unknown)}; valid: "
-                         f"{', '.join(ObjectiveConfig.__dataclass_fields__)}")
+        raise ValueError(f"unknown objective options {sorted(unknown)}; valid: {', '.join(valid)}")
     return Objective(replace(OBJECTIVES[name], **overrides))
 
 

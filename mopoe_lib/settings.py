@@ -48,6 +48,13 @@ def data_dir() -> Path:
     return path
 
 
+def artifacts_dir() -> Path:
+    """Where shipped artifacts (classifiers, pretrained models) are written: the checkout's ``data/`` (they are
+    committed there), or the data folder for an installed package."""
+    root = repo_root()
+    return root / "data" if root is not None else data_dir()
+
+
 def run_mode(default: Mode = "fast") -> Mode:
     """The book's mode from ``$MOPOE_MODE`` (``fast`` or ``full``).
 

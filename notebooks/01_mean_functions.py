@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 import mopoe_lib
 from mopoe_lib.fusion import SubsetMixture, full_set, powerset, singletons
-from mopoe_lib.objectives import DEFAULT_PRIOR_EXPERT, make_objective
+from mopoe_lib.objectives import OBJECTIVES, make_objective
 from mopoe_lib.settings import run_mode, seed_everything
 from mopoe_lib.toy import LinearGaussianToy
 from mopoe_lib.viz import set_style
@@ -212,7 +212,7 @@ def bound(objective, model, seed=0):
 
 rows = {"log p(X) (exact)": log_px}
 for name in ("mvae", "mopoe", "mmvae"):
-    rows[f"{name} ELBO"] = bound(make_objective(name), toy.model(DEFAULT_PRIOR_EXPERT[name]))
+    rows[f"{name} ELBO"] = bound(make_objective(name), toy.model(OBJECTIVES[name].prior_expert))
 for k in (1, 10, 100):
     rows[f"mmvae IW, K={k}"] = bound(make_objective("mmvae_iw", num_samples=k, estimator="iwae"), toy.model("never"))
 print(f"{'':22s}" + "".join(f"  x{i}      " for i in range(len(log_px))))
@@ -238,7 +238,7 @@ batch_xs = [x.repeat_interleave(64, 0) for x in xs]
 curves = {}
 for name in ("mvae", "mopoe", "mmvae"):
     torch.manual_seed(SEED)
-    model = toy.model(DEFAULT_PRIOR_EXPERT[name], exact_encoders=False)
+    model = toy.model(OBJECTIVES[name].prior_expert, exact_encoders=False)
     objective = make_objective(name)
     optimizer = torch.optim.Adam(model.encoders.parameters(), lr=0.05)
     generator = torch.Generator().manual_seed(SEED)

@@ -36,10 +36,11 @@ import numpy as np
 import torch
 
 import mopoe_lib
+from mopoe_lib.book import load_or_train
 from mopoe_lib.config import get_config
 from mopoe_lib.data import load_polymnist
-from mopoe_lib.data.integrity import read_json
-from mopoe_lib.pretrained import find_pretrained, load_or_train, read_metrics
+from mopoe_lib.integrity import read_json
+from mopoe_lib.runs import find_pretrained, read_metrics
 from mopoe_lib.settings import repo_root, run_mode, seed_everything
 from mopoe_lib.viz import image_grid, set_style
 

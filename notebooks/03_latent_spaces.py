@@ -35,10 +35,10 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 import mopoe_lib
+from mopoe_lib.book import book_models
 from mopoe_lib.data import load_polymnist
 from mopoe_lib.evaluation import latent_probe, subset_posteriors
 from mopoe_lib.fusion import powerset
-from mopoe_lib.pretrained import book_models
 from mopoe_lib.settings import run_mode, seed_everything
 from mopoe_lib.viz import set_style, subset_picker
 

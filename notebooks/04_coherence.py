@@ -33,6 +33,7 @@ import torch
 from IPython.display import display
 
 import mopoe_lib
+from mopoe_lib.book import book_models
 from mopoe_lib.data import load_polymnist
 from mopoe_lib.evaluation import (
     coherence_by_num_inputs,
@@ -44,7 +45,7 @@ from mopoe_lib.evaluation import (
     read_tables,
 )
 from mopoe_lib.evaluation.classifiers import classifier_dir
-from mopoe_lib.pretrained import book_models, find_pretrained
+from mopoe_lib.runs import find_pretrained
 from mopoe_lib.settings import run_mode, seed_everything
 from mopoe_lib.viz import image_grid, set_style, subset_picker
 

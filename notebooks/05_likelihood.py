@@ -33,10 +33,10 @@ import pandas as pd
 import torch
 
 import mopoe_lib
+from mopoe_lib.book import book_models
 from mopoe_lib.data import load_polymnist
 from mopoe_lib.evaluation import log_likelihood
 from mopoe_lib.fusion import full_set, powerset, singletons, subset_mask
-from mopoe_lib.pretrained import book_models
 from mopoe_lib.settings import run_mode, seed_everything
 from mopoe_lib.toy import LinearGaussianToy
 from mopoe_lib.viz import set_style

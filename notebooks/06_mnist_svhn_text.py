@@ -39,6 +39,7 @@ import torch
 from IPython.display import display
 
 import mopoe_lib
+from mopoe_lib.book import load_or_train
 from mopoe_lib.config import get_config, load_dataset
 from mopoe_lib.data import MissingDataError
 from mopoe_lib.data.text import ALPHABET, decode
@@ -50,7 +51,6 @@ from mopoe_lib.evaluation.mst import (
     load_mst_classifiers,
     train_digit_classifier,
 )
-from mopoe_lib.pretrained import load_or_train
 from mopoe_lib.settings import run_mode, seed_everything
 from mopoe_lib.viz import set_style, subset_picker, to_display
 

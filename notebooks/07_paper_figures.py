@@ -37,9 +37,9 @@ import torch
 from IPython.display import display
 
 import mopoe_lib
+from mopoe_lib.book import load_or_train
 from mopoe_lib.config import get_config
 from mopoe_lib.evaluation import SuiteOptions, collect_results, evaluate_run, published_rows, seed_summary
-from mopoe_lib.pretrained import load_or_train
 from mopoe_lib.settings import repo_root, run_mode, seed_everything
 from mopoe_lib.viz import set_style
 

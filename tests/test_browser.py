@@ -124,7 +124,7 @@ def test_static_html_edition_renders_widgets_and_math_offline(tmp_path):
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
     from playwright.sync_api import sync_playwright
 
-    from mopoe_lib.html import export_html, vendor
+    from mopoe_lib.book.html import export_html, vendor
 
     notebook = new_notebook(cells=[
         new_markdown_cell("# 9. A page\n\nThe bound: $\\log p(X) \\geq \\mathcal{L}$."),

@@ -211,8 +211,8 @@ def test_evaluation_cli_writes_tidy_tables(tmp_path, capsys):
 
 def test_results_are_collected_with_provenance_and_summarised_over_seeds(tmp_path):
     from mopoe_lib.config import get_config
-    from mopoe_lib.data.integrity import write_json
     from mopoe_lib.evaluation import collect_results, provenance, result_folders, seed_summary, write_tables
+    from mopoe_lib.integrity import write_json
 
     values = {0: [0.5, 0.6], 1: [0.7, 0.8], 2: [0.6, 0.4]}
     for seed, (one, two) in values.items():

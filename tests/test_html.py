@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from mopoe_lib.html import REMOTE_SCRIPT, VENDOR_URLS, export_html
+from mopoe_lib.book.html import REMOTE_SCRIPT, VENDOR_URLS, export_html
 
 
 def _notebook(path, title, extra_html=""):

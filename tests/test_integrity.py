@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mopoe_lib.data.integrity import atomic_dir, atomic_write_bytes
+from mopoe_lib.integrity import atomic_dir, atomic_write_bytes
 from mopoe_lib.settings import MODE_ENV, run_mode
 
 

@@ -209,7 +209,7 @@ def test_mst_configs_check_the_architecture_and_build_the_official_networks():
     from mopoe_lib.config import build_model, get_config
 
     config = get_config("mst-fast-mopoe")
-    model = build_model(config, 3)
+    model = build_model(config)
     assert model.names == ("mnist", "svhn", "text") and model.latent_dim == 20
     assert [round(float(w), 3) for w in model.recon_weights] == [3.918, 1.0, 384.0]
     with pytest.raises(ValueError, match="choose one of mst"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mopoe_lib.book import chapters
+from mopoe_lib.book.build import chapters
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_CHAPTERS = ["00_data.py", "01_mean_functions.py", "02_training.py", "03_latent_spaces.py", "04_coherence.py",
@@ -88,7 +88,7 @@ def test_no_notebook_outputs_are_committed():
 
 @pytest.mark.slow
 def test_the_book_stops_at_the_first_failing_cell_and_names_it(tmp_path):
-    from mopoe_lib.book import ChapterError, execute_chapter
+    from mopoe_lib.book.build import ChapterError, execute_chapter
 
     chapter = tmp_path / "99_broken.py"
     chapter.write_text("# %% [markdown]\n# # Broken\n\n# %%\nx = 1\n\n# %%\nraise ValueError('boom')\n\n"

@@ -11,7 +11,7 @@ from mopoe_lib.fusion import full_set, kl_to_standard_normal, product_of_experts
 from mopoe_lib.likelihoods import Laplace
 from mopoe_lib.model import MultimodalVAE
 from mopoe_lib.networks import LinearDecoder, LinearEncoder
-from mopoe_lib.objectives import DEFAULT_PRIOR_EXPERT, OBJECTIVES, make_objective
+from mopoe_lib.objectives import OBJECTIVES, make_objective
 from mopoe_lib.toy import LinearGaussianToy
 
 POINTS, REPEATS = 4, 20_000
@@ -42,7 +42,7 @@ def _estimate(objective, model, xs, repeats=REPEATS, seed=0):
 def test_every_objective_is_a_lower_bound(toy, data, name, exact_encoders):
     xs, log_px = data
     torch.manual_seed(3)
-    model = toy.model(DEFAULT_PRIOR_EXPERT[name], exact_encoders=exact_encoders)
+    model = toy.model(OBJECTIVES[name].prior_expert, exact_encoders=exact_encoders)
     mean, stderr = _estimate(make_objective(name, beta=1.0), model, xs)
     assert (mean <= log_px + 4 * stderr).all(), (mean, log_px)
 
@@ -65,7 +65,7 @@ def test_gap_closes_for_the_poe_at_the_true_posterior(toy, data):
 def test_mixtures_leave_a_gap_even_with_exact_experts(toy, data):
     xs, log_px = data
     for name in ("mmvae", "mopoe"):
-        mean, stderr = _estimate(make_objective(name), toy.model(DEFAULT_PRIOR_EXPERT[name]), xs)
+        mean, stderr = _estimate(make_objective(name), toy.model(OBJECTIVES[name].prior_expert), xs)
         assert (mean < log_px - 0.1).all()
 
 

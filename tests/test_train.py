@@ -12,10 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mopoe_lib import train as training
+from mopoe_lib import runs
 from mopoe_lib.config import get_config, parse_overrides
+from mopoe_lib.evaluation.bound import evaluate_bound
 from mopoe_lib.objectives import Objective
-from mopoe_lib.train import NonFiniteLossError, latest_checkpoint, load_run, train
+from mopoe_lib.runs import NonFiniteError, latest_checkpoint, rebuild_model
+from mopoe_lib.train import train
 
 TINY = dict(train_subset=256, batch_size=64, latent_dim=8, epochs=3, eval_samples=64, eval_coherence=0)
 
@@ -87,7 +89,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monke
     before = latest_checkpoint(run)
     good = _weights(run)
     calls = {"n": 0}
-    real_save = training.save_file
+    real_save = runs.save_file
 
     def failing_save(tensors, filename, *args, **kwargs):
         calls["n"] += 1
@@ -96,20 +98,20 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monke
             raise Crash("disk full")
         return real_save(tensors, filename, *args, **kwargs)
 
-    monkeypatch.setattr(training, "save_file", failing_save)
+    monkeypatch.setattr(runs, "save_file", failing_save)
     with pytest.raises(Crash):
         train(_config(epochs=2), run, resume=True, progress=False)
     assert latest_checkpoint(run) == before
     _assert_identical(good, _weights(run))
     leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
     assert leftovers == []
-    model, _ = load_run(run)  # still loads
+    model, _ = rebuild_model(run)  # still loads
     assert model.latent_dim == TINY["latent_dim"]
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     _nan_at(monkeypatch, 4)
-    with pytest.raises(NonFiniteLossError, match=r"step 5 \(epoch 2, batch 1\)") as info:
+    with pytest.raises(NonFiniteError, match=r"step 5 \(epoch 2, batch 1\)") as info:
         train(_config(checkpoint_every_steps=2), tmp_path / "run", progress=False)
     assert "step-00000004" in str(info.value)
     assert latest_checkpoint(tmp_path / "run").name == "step-00000004"
@@ -131,7 +133,7 @@ def test_a_non_finite_loss_found_at_a_later_read_names_its_step_and_writes_no_ch
     _nan_at(monkeypatch, 4)
     # reads after steps 3 and 6 (and before the checkpoint at step 4): step 5 is found bad at the checkpoint
     # of step 6, which is then not written
-    with pytest.raises(NonFiniteLossError, match=r"step 5 \(epoch 2, batch 1\)") as info:
+    with pytest.raises(NonFiniteError, match=r"step 5 \(epoch 2, batch 1\)") as info:
         train(_config(checkpoint_every_steps=2), tmp_path / "run", progress=False, sync_every=3)
     assert "step-00000004" in str(info.value)
     assert latest_checkpoint(tmp_path / "run").name == "step-00000004"
@@ -152,7 +154,7 @@ def test_checkpoints_are_safetensors_and_json_only(tmp_path):
     result = train(_config(epochs=1), tmp_path / "run", progress=False)
     folder = latest_checkpoint(tmp_path / "run")
     assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "optimizer.safetensors", "state.json"]
-    model, config = load_run(tmp_path / "run")
+    model, config = rebuild_model(tmp_path / "run")
     assert model.names == result.model.names == ("astronaut", "chelsea", "coffee", "ihc", "motorcycle")
     for key, value in result.model.state_dict().items():
         assert torch.equal(value, model.state_dict()[key])
@@ -207,8 +209,13 @@ def test_two_process_ddp_equals_a_single_process_with_the_same_global_batch(tmp_
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     a, b = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
     assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    # The two processes sum the gradients in another order (gloo's all-reduce), so they differ by rounding; Adam
+    # divides by sqrt(v), which amplifies rounding where a gradient is almost zero. Seen on an AVX-512 machine:
+    # 51 of 1.6M weights differ by more than 1e-5, the largest by 1.1e-4 (lr = 1e-3, 8 steps). Every weight stays
+    # within one Adam step (lr) of the single process, and all but a few in 10^4 agree to 1e-5.
+    differences = torch.cat([(a[key] - b[key]).abs().flatten() for key in a])
+    assert float(differences.max()) < 1e-3
+    assert float((differences > 1e-5).float().mean()) < 1e-4
     assert json.loads((tmp_path / "ddp" / "config.json").read_text())["world_size"] == 2
 
 
@@ -237,11 +244,11 @@ def test_active_units_reveal_a_posterior_collapsed_onto_the_prior():
     _, xs = toy.sample(200, torch.Generator().manual_seed(0))
     data = MultimodalDataset(xs, torch.zeros(200, dtype=torch.long))
     model = toy.model("always")
-    healthy = training.evaluate_bound(model, make_objective("mvae"), data, 64, 0, nullcontext)
+    healthy = evaluate_bound(model, make_objective("mvae"), data, 64, 0, nullcontext)
     with torch.no_grad():
         for encoder in model.encoders:
             encoder.logvar_bias.fill_(60.0)  # experts switched off: the PoE is the prior (what a collapsed MVAE learns)
-    collapsed = training.evaluate_bound(model, make_objective("mvae"), data, 64, 0, nullcontext)
+    collapsed = evaluate_bound(model, make_objective("mvae"), data, 64, 0, nullcontext)
     assert healthy["test/active_units"] == 2 and collapsed["test/active_units"] == 0
     assert collapsed["test/kl"] < 1e-6 < healthy["test/kl"]
 
@@ -279,25 +286,32 @@ def test_keep_freed_memory_stops_the_kernel_from_mapping_large_tensors_again():
     assert kept[1] * 5 < default[1], (default, kept)
 
 
-def test_exported_models_load_with_their_note_and_checksum(tmp_path, monkeypatch):
+def test_exported_models_load_with_their_note_and_checksums(tmp_path, monkeypatch):
     from mopoe_lib import pretrained
-    from mopoe_lib.data import ChecksumError
+    from mopoe_lib.runs import CheckpointError, load_pretrained
     from mopoe_lib.settings import DATA_ENV
 
     config = get_config("polymnist-fast-mmvae", **{**TINY, "epochs": 1})
     train(config, tmp_path / "run", progress=False)
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "data"))
-    monkeypatch.setattr(pretrained, "repo_root", lambda: None)  # never write into the checkout
+    target = tmp_path / "data" / "pretrained"  # never write into the checkout
     assert pretrained.main(["export", str(tmp_path / "run"), "--name", "tiny-mmvae", "--command-line", "python -m x",
-                            "--note", "read me"]) == 0
-    folder = tmp_path / "data" / "pretrained" / "tiny-mmvae"
-    model, loaded_config, metrics = pretrained.load_pretrained("tiny-mmvae")
-    assert loaded_config == config and model.subset_posterior == "mixture" and metrics[-1]["epoch"] == 1
-    _assert_identical(model.state_dict(), _weights(tmp_path / "run"))
+                            "--note", "read me", "--target", str(target)]) == 0
+    folder = target / "tiny-mmvae"
+    shipped = load_pretrained("tiny-mmvae")
+    assert shipped.config == config and shipped.model.subset_posterior == "mixture"
+    assert shipped.metrics[-1]["epoch"] == 1
+    _assert_identical(shipped.model.state_dict(), _weights(tmp_path / "run"))
     blob = json.loads((folder / "config.json").read_text())
     assert blob["note"] == "read me" and blob["command"] == "python -m x"
     assert (folder / "learning_curves.png").read_bytes().startswith(b"\x89PNG")
+    # the manifest binds the config to the weights: another objective is refused, not silently loaded
+    (folder / "config.json").write_text(json.dumps({**blob, "config": {**blob["config"], "objective": "mopoe"}}))
+    with pytest.raises(CheckpointError, match="config.json was edited"):
+        load_pretrained("tiny-mmvae")
+    (folder / "config.json").write_text(json.dumps(blob, indent=2, sort_keys=True) + "\n")
+    load_pretrained("tiny-mmvae")
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4])
-    with pytest.raises(ChecksumError):
-        pretrained.load_pretrained("tiny-mmvae")
+    with pytest.raises(CheckpointError, match="model.safetensors is damaged"):
+        load_pretrained("tiny-mmvae")

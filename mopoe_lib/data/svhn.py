@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..integrity import ChecksumError, MissingDataError
 from ..settings import data_dir
-from .integrity import ChecksumError, MissingDataError
 
 #: MD5 of the official files, as published by torchvision's SVHN dataset.
 SVHN_MD5 = {"train": "e26dedcc434d2e4c54c9b2d4a06d8373", "test": "eb5a983be6a315427106f1b164d9cef3"}

@@ -1,16 +1,25 @@
 """Evaluation: modality classifiers, coherence, latent probes, Frechet distances and importance-sampled
 likelihoods, and the suite that writes them all as tidy tables."""
 
+from .bound import evaluate_bound
 from .classifiers import ModalityClassifiers, accuracy, load_classifiers, predict, train_classifiers
-from .coherence import coherence_by_num_inputs, conditional_coherence, random_coherence
+from .coherence import (
+    coherence_by_num_inputs,
+    conditional_coherence,
+    conditional_coherence_by_judge,
+    random_coherence,
+)
 from .frechet import frechet_classifier_distance, frechet_distance, inception_frechet_distance
 from .latent import latent_probe, subset_means, subset_posteriors
 from .likelihood import conditional_log_likelihood, log_likelihood
 from .published import published_rows
-from .results import collect_results, evaluate_run, provenance, result_folders, seed_summary
+from .results import collect_results, evaluate_run, judges_for, provenance, result_folders, seed_summary
 from .suite import SuiteOptions, evaluate_model, read_tables, write_tables
 
 __all__ = [
+    "conditional_coherence_by_judge",
+    "evaluate_bound",
+    "judges_for",
     "collect_results",
     "evaluate_run",
     "provenance",

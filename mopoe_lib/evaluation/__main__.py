@@ -13,8 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data.integrity import DataError
-from ..train import CheckpointError
+from ..cli import guarded
 from .results import evaluate_run
 from .suite import SuiteOptions, read_tables
 
@@ -32,17 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    options = SuiteOptions(args.test_samples, args.probe_train, args.likelihood_points, args.likelihood_samples,
-                           args.seed)
-    try:
+
+    def run() -> int:
+        options = SuiteOptions(args.test_samples, args.probe_train, args.likelihood_points, args.likelihood_samples,
+                               args.seed)
         out = evaluate_run(args.source, options, args.out, progress=not args.no_progress)
-    except (CheckpointError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for row in read_tables(out)[1]["summary"]:
-        print(f"{row['metric']:24s} inputs={row['num_inputs']}  {row['value']:.4g}")
-    print(f"-> {out}")
-    return 0
+        for row in read_tables(out)[1]["summary"]:
+            print(f"{row['metric']:24s} inputs={row['num_inputs']}  {row['value']:.4g}")
+        print(f"-> {out}")
+        return 0
+
+    return guarded(run)
 
 
 if __name__ == "__main__":

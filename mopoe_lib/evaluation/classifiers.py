@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.dataset import MultimodalDataset
-from ..data.integrity import MissingDataError, atomic_dir, read_json, sha256_file, verify_file, write_json
+from ..integrity import atomic_dir, read_json, sha256_file, verify_file, write_json
 from ..networks.grouped import GroupedLinear
-from ..settings import data_dir, repo_root
+from ..settings import artifacts_dir
 
 
 class ModalityClassifiers(nn.Module):
@@ -142,8 +142,7 @@ def train_classifiers(train: MultimodalDataset, epochs: int = 20, batch_size: in
 
 def classifier_dir() -> Path:
     """Where the shipped classifiers live (the checkout's ``data/`` when available)."""
-    base = repo_root() / "data" if repo_root() is not None else data_dir()
-    return base / "classifiers" / "polymnist"
+    return artifacts_dir() / "classifiers" / "polymnist"
 
 
 TRAIN_COMMAND = "python -m mopoe_lib.evaluation.classifiers train"
@@ -175,9 +174,7 @@ def load_classifiers(folder: Path | None = None, map_location: str = "cpu") -> M
     return model.eval()
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..data.polymnist import fresh_training_tuples, load_polymnist
-
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mopoe_lib.evaluation.classifiers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,36 +191,29 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--finetune", action="store_true", help="start from the shipped classifiers' weights")
     sh = sub.add_parser("show", help="print the shipped classifiers' accuracies")
     sh.add_argument("--out", type=Path, default=None, help="another classifier folder")
-    args = parser.parse_args(argv)
-    folder = args.out or classifier_dir()
-    if args.command == "show":
-        try:
-            print(read_json(folder / "classifiers.json", TRAIN_COMMAND))
-        except MissingDataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
+    return parser
+
+
+def _train_command(args: argparse.Namespace, folder: Path, command: str) -> int:
+    """``train``: fit the chosen modalities' classifiers; a partial set replaces them in the shipped one."""
+    from ..data.polymnist import fresh_training_tuples, load_polymnist
+
     start = time.perf_counter()
-    train = load_polymnist("train", args.variant)
-    test = load_polymnist("test", args.variant)
+    train, test = load_polymnist("train", args.variant), load_polymnist("test", args.variant)
     names = list(train.names)
     wanted = args.modalities or names
     unknown = sorted(set(wanted) - set(names))
     if unknown:
-        parser.error(f"unknown modalities {unknown}; choose from {', '.join(names)}")
+        raise ValueError(f"unknown modalities {unknown}; choose from {', '.join(names)}")
     members = [names.index(n) for n in wanted]
     partial = members != list(range(len(names)))
     shipped = load_classifiers(folder) if partial or args.finetune else None
-
-    def fresh_crops(epoch: int) -> MultimodalDataset:
-        return fresh_training_tuples(len(train), args.seed, epoch, wanted)
-
     if partial:
         train = MultimodalDataset([train.modalities[m] for m in members], train.labels, wanted)
     part = train_classifiers(train, args.epochs, lr=args.lr, seed=args.seed,
                              init=select_groups(shipped, members) if args.finetune and shipped is not None else None,
-                             fresh=fresh_crops if args.fresh_crops else None)
-    command = " ".join([TRAIN_COMMAND, *(argv if argv is not None else sys.argv[1:])[1:]])
+                             fresh=(lambda epoch: fresh_training_tuples(len(train), args.seed, epoch, wanted))
+                             if args.fresh_crops else None)
     options = {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "fresh_crops": args.fresh_crops,
                "finetune": args.finetune, "train_seconds": round(time.perf_counter() - start, 1),
                "command": command}
@@ -242,6 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     save_classifiers(model, acc, folder, info)
     print(f"test accuracy per modality: {[round(float(a), 4) for a in acc]} -> {folder}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..cli import guarded
+
+    args = _parser().parse_args(argv)
+    folder = args.out or classifier_dir()
+    if args.command == "show":
+        return guarded(lambda: print(read_json(folder / "classifiers.json", TRAIN_COMMAND)) or 0)
+    command = " ".join([TRAIN_COMMAND, *(argv if argv is not None else sys.argv[1:])[1:]])
+    return guarded(lambda: _train_command(args, folder, command))
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.dataset import to_float
-from ..data.integrity import atomic_dir, read_json, sha256_file, verify_file, write_json
 from ..data.mnist import load_mnist
 from ..data.street_digits import generate_street_digits
 from ..data.svhn import load_svhn
 from ..data.text import decode, text_to_digit
-from ..settings import data_dir, repo_root
+from ..integrity import atomic_dir, read_json, sha256_file, verify_file, write_json
+from ..settings import artifacts_dir
 
 UNREADABLE = 10
 
@@ -122,8 +122,7 @@ IMAGE_MODALITIES = {"mnist": (1, 28), "svhn": (3, 32)}
 
 def classifier_dir(source: str = "street") -> Path:
     """Where the shipped MNIST-SVHN-Text classifiers live (the checkout's ``data/`` when available)."""
-    base = repo_root() / "data" if repo_root() is not None else data_dir()
-    return base / "classifiers" / f"mnist-svhn-text-{source}"
+    return artifacts_dir() / "classifiers" / f"mnist-svhn-text-{source}"
 
 
 def _image_data(source: str, split: str, seed: int) -> dict[str, tuple[Tensor, Tensor]]:

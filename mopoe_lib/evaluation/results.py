@@ -20,28 +20,28 @@ from typing import Any
 
 import torch
 
+from .. import runs
 from ..config import ExperimentConfig, load_dataset
-from ..data.integrity import read_json
-from ..pretrained import find_pretrained, load_pretrained
+from ..integrity import read_json
+from ..runs import CheckpointError
 from ..settings import repo_root
-from ..train import CheckpointError, latest_checkpoint, load_run
 from .classifiers import classifier_dir, load_classifiers
 from .suite import SuiteOptions, evaluate_model, read_tables, write_tables
 
 
 def load_source(source: str | Path):
-    """``(model, config, progress, default output folder)`` of a run folder or a shipped model's name."""
+    """``(model, config, progress, default output folder)`` of a run folder or a shipped model's name.
+
+    Raises:
+        CheckpointError: neither a run folder nor a shipped model, or a damaged one.
+    """
     path = Path(source)
-    if path.is_dir() and (path / "config.json").is_file() and latest_checkpoint(path) is not None:
-        model, config = load_run(path)
-        progress = read_json(latest_checkpoint(path) / "state.json")["progress"]  # type: ignore[operator]
-        return model, config, progress, path / "evaluation"
-    folder = find_pretrained(str(source))
+    folder = path if (path / runs.CONFIG).is_file() else runs.find_pretrained(str(source))
     if folder is None:
-        raise CheckpointError(f"{str(source)!r} is neither a run folder with a checkpoint nor a shipped model "
-                              "(list them with `python -m mopoe_lib.pretrained list`)")
-    model, config, _ = load_pretrained(str(source))
-    return model, config, read_json(folder / "config.json").get("progress"), folder / "evaluation"
+        raise CheckpointError(f"{str(source)!r} is neither a run folder nor a shipped model; shipped: "
+                              f"{', '.join(runs.shipped_models()) or 'none'}")
+    model, config = runs.rebuild_model(folder)
+    return model, config, runs.run_progress(folder), folder / "evaluation"
 
 
 def provenance(config: ExperimentConfig, progress: dict | None, source: str, **extra: Any) -> dict[str, Any]:
@@ -50,26 +50,39 @@ def provenance(config: ExperimentConfig, progress: dict | None, source: str, **e
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), **extra}
 
 
+def judges_for(config: ExperimentConfig) -> tuple[Any, dict[str, Any]]:
+    """The shipped digit classifiers of the config's data set and their recorded test accuracies.
+
+    Raises:
+        CheckpointError: the data set has no digit classifiers (CelebA); the message says so.
+    """
+    if config.dataset == "polymnist":
+        return load_classifiers(), {"classifier_test_accuracy": read_json(classifier_dir() / "classifiers.json")[
+            "test_accuracy"]}
+    if config.dataset == "mnist-svhn-text":
+        from .mst import load_mst_classifiers
+
+        judges, meta = load_mst_classifiers(config.data_source or "street")
+        return judges, {"classifier_test_accuracy": meta["test_accuracy"]}
+    raise CheckpointError(f"the metric suite needs digit classifiers; {config.dataset} has none (its labels are "
+                          "attributes, not one shared class)")
+
+
 def evaluate_run(source: str | Path, options: SuiteOptions | None = None, out: Path | None = None,
                  progress: bool = True) -> Path:
-    """Run the PolyMNIST metric suite on a run folder or shipped model and write its tables; returns the folder.
+    """Run the metric suite on a run folder or shipped model and write its tables; returns the folder.
 
     Raises:
         CheckpointError: no such run or shipped model, or a data set without shipped classifiers.
     """
     options = options or SuiteOptions()
     model, config, trained, default_out = load_source(source)
-    if config.dataset != "polymnist":
-        raise CheckpointError(f"the metric suite needs digit classifiers for {config.dataset}; only PolyMNIST "
-                              "has shipped classifiers so far")
-    classifiers = load_classifiers()
+    judges, judge_meta = judges_for(config)
     start = time.perf_counter()
     train, test = load_dataset(config, "train"), load_dataset(config, "test")
     joint = config.make_objective().subsets(model.num_modalities, torch.Generator().manual_seed(options.seed))
-    tables = evaluate_model(model, joint, classifiers, train, test, options, progress=progress)
-    meta = provenance(config, trained, str(source),
-                      classifier_test_accuracy=read_json(classifier_dir() / "classifiers.json")["test_accuracy"],
-                      seconds=round(time.perf_counter() - start, 1))
+    tables = evaluate_model(model, joint, judges, train, test, options, progress=progress)
+    meta = provenance(config, trained, str(source), **judge_meta, seconds=round(time.perf_counter() - start, 1))
     return write_tables(tables, out or default_out, meta, options)
 
 
@@ -84,7 +97,7 @@ def result_folders(roots: Iterable[Path] | None = None) -> list[Path]:
 
 def _origin(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Provenance columns of one evaluated model: where it was trained and how far."""
-    trained = folder.parent / "config.json"
+    trained = folder.parent / runs.CONFIG  # only its environment record is read (the config is in the results)
     blob = read_json(trained) if trained.is_file() else {}
     env = blob.get("environment", {})
     where = env.get("cuda") or f"{env.get('cpu_count', '?')} cores, threads={env.get('threads', '?')}"

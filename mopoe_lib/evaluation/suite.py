@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..data.dataset import MultimodalDataset
-from ..data.integrity import atomic_dir, write_json
+from ..integrity import atomic_dir, write_json
 from ..model import MultimodalVAE
 from .classifiers import ModalityClassifiers
 from .coherence import coherence_by_num_inputs, conditional_coherence, random_coherence
@@ -47,6 +47,11 @@ class SuiteOptions:
     likelihood_points: int = 500
     likelihood_samples: int = 250
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("test_samples", "probe_train", "likelihood_points", "likelihood_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
 
 def _mean_sem(values: Tensor) -> tuple[float, float]:
@@ -96,7 +101,9 @@ def evaluate_model(model: MultimodalVAE, joint_subsets: Tensor, classifiers: Mod
     test = test.subset(torch.arange(min(options.test_samples, len(test))))
     coherence = conditional_coherence(model, classifiers, test, seed=options.seed, progress=progress)
     probes = latent_probe(model, train, test, num_train=options.probe_train, seed=options.seed)
-    frechet = frechet_classifier_distance(model, classifiers, test, seed=options.seed, progress=progress)
+    # the feature-space distance needs the judges' features (PolyMNIST's classifiers have them)
+    frechet = frechet_classifier_distance(model, classifiers, test, seed=options.seed, progress=progress) \
+        if hasattr(classifiers, "embed") else []
     points = test.subset(torch.arange(min(options.likelihood_points, len(test))))
     likelihood = likelihood_rows(model, joint_subsets, points, options.likelihood_samples, options.seed)
     summary = [{"metric": "coherence", "num_inputs": k, "value": v}

@@ -29,7 +29,7 @@ _COPIES = {  # node_modules path -> vendor path
     "@jupyter-widgets/html-manager/dist": "html-manager",
     "mathjax/es5": "mathjax",
 }
-TEMPLATE_DIR = Path(__file__).resolve().parent / "book_template"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 REMOTE_SCRIPT = re.compile(r"""<script[^>]*\bsrc\s*=\s*["'](?:https?:)?//|import\(\s*["'](?:https?:)?//"""
                            r"""|(?:Src|src|url)\s*=\s*["'](?:https?:)?//[^"']*\.(?:m?js)["']""", re.I)
 

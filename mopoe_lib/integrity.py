@@ -1,6 +1,7 @@
-"""Checksums, atomic writes and the errors a user can act on.
+"""Checksums, atomic and durable writes, and the errors a user can act on: a leaf module (no imports from the
+rest of the library), used by the data layer, the run folders and the evaluation.
 
-Rules the whole data layer follows:
+Rules every writer follows:
 
 - a file whose checksum does not match is never used, and nothing else is deleted because of it;
 - outputs are written into a temporary sibling and renamed into place, so an interrupted run never leaves a
@@ -80,18 +81,48 @@ def verify_file(path: Path | str, expected: str, command: str = "") -> None:
         raise ChecksumError(path, expected, actual, command)
 
 
+def fsync_dir(path: Path | str) -> None:
+    """Flush a folder's entries (renames, new files) to disk; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _seal(folder: Path) -> None:
+    """Give every file in ``folder`` the usual permissions (safetensors and mkstemp write 0600) and flush the
+    files and the folder itself to disk."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            os.chmod(path, 0o666 & ~_umask())
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    os.chmod(folder, 0o777 & ~_umask())  # mkdtemp creates 0700
+    fsync_dir(folder)
+
+
 @contextmanager
 def atomic_dir(final: Path | str) -> Iterator[Path]:
     """Yield a temporary folder next to ``final``; on success it replaces ``final`` in one rename.
 
-    On an exception the temporary folder is removed and ``final`` (if it existed) is left untouched.
+    Before the rename every file and the folder are flushed to disk, and after it the parent folder, so a
+    power loss leaves either the old ``final`` or the complete new one. On an exception the temporary folder is
+    removed and ``final`` (if it existed) is left untouched. Replacing an existing ``final`` takes two renames
+    (old out of the way, new in): a kill between them leaves no ``final``, only ``.<name>.old-<pid>``; callers
+    that cannot afford that (checkpoints) write each folder under a new name.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the folder the usual permissions
+        _seal(tmp)
         if final.exists():
             backup = final.with_name(f".{final.name}.old-{os.getpid()}")
             final.rename(backup)
@@ -99,6 +130,7 @@ def atomic_dir(final: Path | str) -> Iterator[Path]:
             shutil.rmtree(backup, ignore_errors=True)
         else:
             tmp.rename(final)
+        fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -116,6 +148,7 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -3,23 +3,20 @@
 ``python -m mopoe_lib.book --mode fast`` reads each py:percent chapter with jupytext, executes it with
 nbclient in a fresh kernel (``MOPOE_MODE`` set for the kernel), and writes the executed notebook to
 ``build/book/<chapter>.ipynb``. It stops at the first failing cell with the chapter, the cell number and the
-error. With ``--html`` it then writes the static HTML edition to ``build/book/html/`` (:mod:`mopoe_lib.html`:
+error. With ``--html`` it then writes the static HTML edition to ``build/book/html/`` (:mod:`mopoe_lib.book.html`:
 every script vendored from npm, nothing loaded from a CDN). The tests run the chapters through this command
 too, so CI runs exactly what the book runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .settings import MODE_ENV, MODES, repo_root
+from ..settings import MODE_ENV, MODES, repo_root
 
 #: Chapters are the notebooks named ``NN_name.py``; anything else in ``notebooks/`` is ignored.
 CHAPTER_GLOB = "[0-9][0-9]_*.py"
@@ -167,32 +164,3 @@ def build(mode: str = "fast", out_dir: Path | None = None, only: list[str] | Non
         written.append(target)
         print(f"    done in {time.perf_counter() - start:.0f} s -> {target}", flush=True)
     return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mopoe_lib.book", description=__doc__)
-    parser.add_argument("--mode", choices=MODES, default="fast")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default build/book)")
-    parser.add_argument("--html", action="store_true", help="also write the static HTML edition (needs npm once)")
-    parser.add_argument("chapters", nargs="*", help="chapter prefixes to run, e.g. 00 02 (default: all)")
-    args = parser.parse_args(argv)
-    try:
-        written = build(args.mode, args.out, args.chapters or None)
-    except ChapterError as exc:
-        print(f"\nThe book stopped: {exc}", file=sys.stderr)
-        return 1
-    if args.html:
-        from .html import export_html, vendor
-
-        html_dir = written[0].parent / "html"
-        try:
-            vendor(html_dir, notebooks_dir().parent / "build" / "npm")
-        except (FileNotFoundError, subprocess.CalledProcessError) as exc:
-            print(f"\nThe HTML edition needs its JavaScript vendored from npm: {exc}", file=sys.stderr)
-            return 1
-        print(f"HTML edition: {export_html(written, html_dir)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
