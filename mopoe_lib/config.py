@@ -47,6 +47,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "compact": {"channels": (16, 32, 64), "hidden_dim": 256},
 }
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "cuda:<n>")
 #: MNIST-SVHN-Text reconstruction weights (the authors' code): numel(SVHN) / numel(modality), text as 8 symbols
 MST_RECON_WEIGHTS = (3072 / 784, 1.0, 3072 / 8)
@@ -106,7 +107,8 @@ def _build_polymnist(config: ExperimentConfig, names: tuple[str, ...]) -> Multim
     decoder = GroupedConvDecoder(m, config.latent_dim, tuple(reversed(arch["channels"])))
     scale = {"scale": config.likelihood_scale} if config.likelihood in ("laplace", "gaussian") else {}
     likelihoods = [get_likelihood(config.likelihood, **scale) for _ in range(m)]
-    return MultimodalVAE(encoder, decoder, likelihoods, config.latent_dim, names=names, **_posterior_options(config))
+    return MultimodalVAE(encoder, decoder, likelihoods, config.latent_dim, names=names, **_posterior_options(config),
+                         learn_scales=config.learn_scale)
 
 
 def _build_mst(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVAE:
@@ -118,7 +120,8 @@ def _build_mst(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVA
                          [nets.MNISTDecoder(width), nets.SVHNDecoder(width), nets.TextDecoder(width)],
                          [get_likelihood("laplace", **image), get_likelihood("laplace", **image),
                           get_likelihood("categorical")], config.latent_dim, names=names,
-                         recon_weights=MST_RECON_WEIGHTS, style_dims=[s] * 3, **_posterior_options(config))
+                         recon_weights=MST_RECON_WEIGHTS, style_dims=[s] * 3, **_posterior_options(config),
+                         learn_scales=config.learn_scale)
 
 
 def _build_celeba(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVAE:
@@ -129,7 +132,8 @@ def _build_celeba(config: ExperimentConfig, names: tuple[str, ...]) -> Multimoda
                          [celeba.FaceDecoder(width), celeba.AttributeTextDecoder(width)],
                          [get_likelihood("laplace", scale=config.likelihood_scale), get_likelihood("categorical")],
                          config.latent_dim, names=names, recon_weights=CELEBA_RECON_WEIGHTS,
-                         style_dims=[config.style_dim] * 2, **_posterior_options(config))
+                         style_dims=[config.style_dim] * 2, **_posterior_options(config),
+                         learn_scales=config.learn_scale)
 
 
 def _load_polymnist(config: ExperimentConfig, split: str):
@@ -179,7 +183,8 @@ class ExperimentConfig:
     latent_dim: int = 64
     style_dim: int = 0  # modality-specific latent per modality (0: none; CelebA: 32)
     likelihood: str = "laplace"
-    likelihood_scale: float = 0.75
+    likelihood_scale: float = 0.75  # the fixed scale, or the starting value of a learned one
+    learn_scale: bool = False  # learn each modality's likelihood scale (a calibrated decoder)
     # objective: the named objective's record, with these options overriding it where they are not None
     objective: str = "mopoe"
     beta: float = 2.5
@@ -192,8 +197,14 @@ class ExperimentConfig:
     random_subset_terms: int | None = None
     prior_expert: str | None = None
     subset_posterior: str | None = None
+    free_bits: float | None = None
     # optimisation
     lr: float = 1e-3
+    lr_warmup_steps: int = 0  # linear warm-up from 0 over this many steps
+    lr_schedule: str = "constant"  # "constant", or "cosine": decay to lr * lr_final over the run's steps
+    lr_final: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
     batch_size: int = 256
     epochs: int = 5
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit)
@@ -261,15 +272,25 @@ def _validate(config: ExperimentConfig) -> None:
     for name, value, valid in (("architecture", c.architecture, c.spec.architectures),
                                ("objective", c.objective, tuple(OBJECTIVES)),
                                ("precision", c.precision, PRECISIONS),
-                               ("likelihood", c.likelihood, tuple(LIKELIHOODS))):
+                               ("likelihood", c.likelihood, tuple(LIKELIHOODS)),
+                               ("lr_schedule", c.lr_schedule, LR_SCHEDULES)):
         if value not in valid:
             suffix = f" for {c.dataset}" if name == "architecture" else ""
             raise ValueError(f"unknown {name} {value!r}{suffix}; choose one of {', '.join(valid)}")
     if not (c.device in ("auto", "cpu", "cuda") or (c.device.startswith("cuda:") and c.device[5:].isdigit())):
         raise ValueError(f"unknown device {c.device!r}; choose one of {', '.join(DEVICES)}")
+    _validate_ranges(c)
+    if c.eval_coherence and not c.spec.judged:
+        raise ValueError(f"eval_coherence needs shipped digit classifiers, which {c.dataset} has not; use 0")
+    if c.style_dim and c.dataset == "polymnist":
+        raise ValueError("style_dim needs per-modality networks; the PolyMNIST networks are grouped (use 0)")
+    c.objective_config  # noqa: B018 -- validates the objective's options (names the bad one)
+
+
+def _validate_ranges(c: ExperimentConfig) -> None:
     positive = ("latent_dim", "batch_size", "eval_every_epochs", "checkpoint_every_epochs", "keep_checkpoints")
     non_negative = ("style_dim", "epochs", "max_steps", "threads", "eval_samples", "eval_coherence",
-                    "checkpoint_every_steps", "train_subset", "kl_anneal_steps", "data_seed")
+                    "checkpoint_every_steps", "train_subset", "kl_anneal_steps", "data_seed", "lr_warmup_steps")
     for name in positive:
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(c, name)}")
@@ -279,14 +300,14 @@ def _validate(config: ExperimentConfig) -> None:
     for name in ("lr", "likelihood_scale"):
         if not (math.isfinite(getattr(c, name)) and getattr(c, name) > 0):
             raise ValueError(f"{name} must be a finite positive number, got {getattr(c, name)}")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0.0 <= getattr(c, name) < 1.0:
+            raise ValueError(f"{name} must lie in [0, 1), got {getattr(c, name)}")
+    if not 0.0 <= c.lr_final <= 1.0:
+        raise ValueError(f"lr_final (a fraction of lr) must lie in [0, 1], got {c.lr_final}")
     if not (math.isfinite(c.time_limit_minutes) and c.time_limit_minutes >= 0):
         raise ValueError(f"time_limit_minutes must be finite and non-negative (0: no limit), got "
                          f"{c.time_limit_minutes}")
-    if c.eval_coherence and not c.spec.judged:
-        raise ValueError(f"eval_coherence needs shipped digit classifiers, which {c.dataset} has not; use 0")
-    if c.style_dim and c.dataset == "polymnist":
-        raise ValueError("style_dim needs per-modality networks; the PolyMNIST networks are grouped (use 0)")
-    c.objective_config  # noqa: B018 -- validates the objective's options (names the bad one)
 
 
 def check_fields(names: Any) -> None:

@@ -359,6 +359,11 @@ class SubsetMixture:
         """``(B,)`` weighted average of the per-subset KLs: an upper bound of KL(mixture || N(0, I))."""
         return (self.weights * self.kl_per_subset()).sum(dim=0)
 
+    def kl_upper_bound_per_dim(self) -> Tensor:
+        """``(B, D)``: :meth:`kl_upper_bound` before the sum over latent dimensions (for free bits)."""
+        per_dim = 0.5 * (torch.exp(self.logvar) + self.mu.pow(2) - 1.0 - self.logvar)  # (K, B, D)
+        return (self.weights[:, :, None] * per_dim).sum(dim=0)
+
     def component(self, index: Tensor) -> tuple[Tensor, Tensor]:
         """Per-row component parameters ``(..., B, D)`` for component indices ``(..., B)``."""
         rows = torch.arange(self.mu.shape[1], device=self.mu.device)

@@ -7,11 +7,15 @@ modality's event dimensions, keeping any leading sample dimensions: ``params (..
 =============  ==========================  ====================================================
 name           decoder output              log p(x | params)
 =============  ==========================  ====================================================
-laplace        location (fixed scale s)    -|x - loc| / s - log(2 s)
-gaussian       mean (fixed std s)          -(x - mean)^2 / (2 s^2) - log s - log(2 pi) / 2
+laplace        location (scale s)          -|x - loc| / s - log(2 s)
+gaussian       mean (std s)                -(x - mean)^2 / (2 s^2) - log s - log(2 pi) / 2
 bernoulli      logits                      x log sigmoid(l) + (1 - x) log sigmoid(-l)
 categorical    logits over the last axis   sum over positions of log softmax(logits)[x]
 =============  ==========================  ====================================================
+
+The scale ``s`` of the Laplace and Gaussian likelihoods is fixed (0.75 in the authors' PolyMNIST experiments), or
+a parameter the model learns (``log_scale``, one per modality: a *calibrated decoder*, Rybkin et al. 2021, "Simple
+and Effective VAE Training with Calibrated Decoders"), passed to :meth:`Likelihood.log_prob`.
 
 The categorical likelihood takes *logits* and applies ``log_softmax`` itself: the authors' code passed
 log-softmax values where probabilities were expected (REFERENCE.md, defect 3). Targets may be one-hot
@@ -37,7 +41,12 @@ class Likelihood:
 
     name: str = ""
 
-    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+    #: does the likelihood have a scale a model may learn (``log_scale`` of :meth:`log_prob`)?
+    has_scale: bool = False
+
+    def log_prob(self, params: Tensor, x: Tensor, log_scale: Tensor | None = None) -> Tensor:
+        """``log p(x | params)`` summed over the event dimensions; ``log_scale`` (a scalar tensor) replaces the
+        fixed scale of the likelihoods that have one."""
         raise NotImplementedError
 
     def mean(self, params: Tensor) -> Tensor:
@@ -56,10 +65,13 @@ class Laplace(Likelihood):
 
     scale: float = 0.75
     name: str = "laplace"
+    has_scale: bool = True
 
-    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+    def log_prob(self, params: Tensor, x: Tensor, log_scale: Tensor | None = None) -> Tensor:
         dims = self._event_dims(params, x)
-        return _sum_event(-(x - params).abs() / self.scale - math.log(2.0 * self.scale), dims)
+        if log_scale is None:
+            return _sum_event(-(x - params).abs() / self.scale - math.log(2.0 * self.scale), dims)
+        return _sum_event(-(x - params).abs() * torch.exp(-log_scale) - log_scale - math.log(2.0), dims)
 
     def mean(self, params: Tensor) -> Tensor:
         return params
@@ -71,11 +83,15 @@ class Gaussian(Likelihood):
 
     scale: float = 1.0
     name: str = "gaussian"
+    has_scale: bool = True
 
-    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+    def log_prob(self, params: Tensor, x: Tensor, log_scale: Tensor | None = None) -> Tensor:
         dims = self._event_dims(params, x)
-        log_norm = math.log(self.scale) + 0.5 * math.log(2.0 * math.pi)
-        return _sum_event(-0.5 * ((x - params) / self.scale).pow(2) - log_norm, dims)
+        if log_scale is None:
+            log_norm = math.log(self.scale) + 0.5 * math.log(2.0 * math.pi)
+            return _sum_event(-0.5 * ((x - params) / self.scale).pow(2) - log_norm, dims)
+        return _sum_event(-0.5 * ((x - params) * torch.exp(-log_scale)).pow(2) - log_scale
+                          - 0.5 * math.log(2.0 * math.pi), dims)
 
     def mean(self, params: Tensor) -> Tensor:
         return params
@@ -87,7 +103,7 @@ class Bernoulli(Likelihood):
 
     name: str = "bernoulli"
 
-    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+    def log_prob(self, params: Tensor, x: Tensor, log_scale: Tensor | None = None) -> Tensor:
         dims = self._event_dims(params, x)
         target = x.expand_as(params)
         return _sum_event(-F.binary_cross_entropy_with_logits(params, target, reduction="none"), dims)
@@ -102,7 +118,7 @@ class Categorical(Likelihood):
 
     name: str = "categorical"
 
-    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+    def log_prob(self, params: Tensor, x: Tensor, log_scale: Tensor | None = None) -> Tensor:
         log_p = F.log_softmax(params, dim=-1)
         if x.dtype in (torch.int64, torch.int32, torch.uint8) and params.shape[params.ndim - x.ndim - 1:-1] == x.shape:
             index = x.long().expand(params.shape[:-1]).unsqueeze(-1)

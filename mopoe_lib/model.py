@@ -24,6 +24,7 @@ modalities from their prior (Sutter et al. 2020/2021, CelebA: 20 shared + 32 sty
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -47,6 +48,8 @@ PriorExpert = Literal["always", "full_set", "never"]
 PRIOR_EXPERT_CHOICES: tuple[str, ...] = ("always", "full_set", "never")
 SubsetPosterior = Literal["product", "mixture"]
 SUBSET_POSTERIOR_CHOICES: tuple[str, ...] = ("product", "mixture")
+#: Smallest likelihood scale a model may learn (pixel values lie in [0, 1]).
+MIN_SCALE = 1e-3
 #: Style posteriors, one ``(mu, logvar)`` pair ``(B, S_m)`` per modality, ``None`` where a modality has none.
 StyleParams = list[tuple[Tensor, Tensor] | None]
 
@@ -111,6 +114,9 @@ class MultimodalVAE(nn.Module):
         style_dims: sizes of the modality-specific latents, one per modality (0: none). Needs one encoder and
             one decoder per modality (lists, not stacked networks); encoder m outputs ``latent_dim + S_m``
             values and decoder m reads ``latent_dim + S_m``.
+        learn_scales: learn the scale of each modality's Laplace/Gaussian likelihood (a parameter
+            ``log_scales`` ``(M,)``, starting at the likelihood's own scale, never below :data:`MIN_SCALE`)
+            instead of keeping it fixed: a calibrated decoder.
     """
 
     def __init__(
@@ -124,6 +130,7 @@ class MultimodalVAE(nn.Module):
         prior_expert: PriorExpert = "full_set",
         style_dims: Sequence[int] | None = None,
         subset_posterior: SubsetPosterior = "product",
+        learn_scales: bool = False,
     ) -> None:
         super().__init__()
         count = _count(encoders)
@@ -153,6 +160,12 @@ class MultimodalVAE(nn.Module):
         self.style_dims = tuple(int(d) for d in style_dims) if style_dims is not None else (0,) * count
         if len(self.style_dims) != count or any(d < 0 for d in self.style_dims):
             raise ValueError(f"style_dims needs {count} non-negative sizes, got {style_dims}")
+        self.log_scales: nn.Parameter | None = None
+        if learn_scales:
+            if not any(lik.has_scale for lik in self.likelihoods):
+                raise ValueError("learn_scales needs a likelihood with a scale (laplace or gaussian)")
+            start = [math.log(getattr(lik, "scale", 1.0)) for lik in self.likelihoods]
+            self.log_scales = nn.Parameter(torch.tensor(start, dtype=torch.float32))
         if self.has_style and not (isinstance(self.encoders, PerModalityEncoders)
                                    and isinstance(self.decoders, PerModalityDecoders)):
             raise ValueError("modality-specific latents need one encoder and one decoder per modality (lists), "
@@ -363,9 +376,19 @@ class MultimodalVAE(nn.Module):
         z = torch.randn(num_samples, self.latent_dim, generator=generator).to(reference.device, reference.dtype)
         return self.means(self.decode(z, generator=generator))  # type: ignore[return-value]
 
+    def scales(self) -> list[float | None]:
+        """Each modality's likelihood scale (learned or fixed), ``None`` for likelihoods without one."""
+        return [None if not lik.has_scale else float(self._log_scale(m).detach().exp()) if self.log_scales is not None
+                else float(lik.scale) for m, lik in enumerate(self.likelihoods)]  # type: ignore[attr-defined]
+
+    def _log_scale(self, m: int) -> Tensor | None:
+        if self.log_scales is None or not self.likelihoods[m].has_scale:
+            return None
+        return self.log_scales[m].clamp_min(math.log(MIN_SCALE))
+
     def log_likelihoods(self, params: Sequence[Tensor | None], x: Sequence[Tensor]) -> Tensor:
         """Weighted log p(x_m | z) per modality: ``(M, ..., B)``; modalities not decoded give zeros."""
-        rows = [None if p is None else self.recon_weights[m] * lik.log_prob(p.float(), x_m)
+        rows = [None if p is None else self.recon_weights[m] * lik.log_prob(p.float(), x_m, self._log_scale(m))
                 for m, (lik, p, x_m) in enumerate(zip(self.likelihoods, params, x, strict=True))]
         present = [r for r in rows if r is not None]
         if not present:

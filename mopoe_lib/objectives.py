@@ -48,6 +48,7 @@ from .fusion import (
     SAMPLING_STRATEGIES,
     SamplingStrategy,
     Shard,
+    SubsetMixture,
     full_set,
     kl_to_standard_normal,
     powerset,
@@ -84,6 +85,7 @@ class ObjectiveConfig:
     unimodal_terms: bool = False
     random_subset_terms: int = 0
     kl_anneal_steps: int = 0
+    free_bits: float = 0.0
     prior_expert: str = "full_set"
     subset_posterior: str = "product"
 
@@ -101,6 +103,9 @@ class ObjectiveConfig:
                 or self.random_subset_terms < 0:
             raise ValueError("beta must be finite and non-negative, kl_anneal_steps and random_subset_terms "
                              "non-negative")
+        if not (math.isfinite(self.free_bits) and self.free_bits >= 0):
+            raise ValueError(f"free_bits must be finite and non-negative (nats per latent dimension), got "
+                             f"{self.free_bits}")
         if self.max_subsets is not None and self.max_subsets < 1:
             raise ValueError(f"max_subsets must be positive or None, got {self.max_subsets}")
         if self.prior_expert not in PRIOR_EXPERT_CHOICES:
@@ -297,9 +302,20 @@ class Objective:
             ll = model.log_likelihoods(model.decode(z, reconstruct, ws), x)  # (M, B)
             if mask is not None:
                 ll = ll * mask
-            kl = mixture.kl_upper_bound() + _style_kl(style, ws, mask)
-            return Term(ll.sum(dim=0) - kl, ll.sum(dim=0) - beta * kl, ll, kl)
+            style_kl = _style_kl(style, ws, mask)
+            kl = mixture.kl_upper_bound() + style_kl
+            trained = kl if not self.config.free_bits else self._free_bits(mixture, mask) + style_kl
+            return Term(ll.sum(dim=0) - kl, ll.sum(dim=0) - beta * trained, ll, kl)
         return self._importance_weighted(model, x, mixture, reconstruct, mask, beta, generator, shard, style)
+
+    def _free_bits(self, mixture: SubsetMixture, mask: Tensor | None) -> Tensor:
+        """The KL as the *surrogate* sees it under free bits (Kingma et al. 2016): a latent dimension whose KL,
+        averaged over the batch, is below ``free_bits`` nats costs nothing more (no gradient pushes it lower).
+        Values differ from the KL by a constant per step; the reported bound always uses the full KL."""
+        per_dim = mixture.kl_upper_bound_per_dim()  # (B, D)
+        rows = per_dim if mask is None else per_dim[mask.amax(dim=0) > 0]
+        kept = (rows.mean(dim=0) >= self.config.free_bits).to(per_dim.dtype).detach() if rows.numel() else 1.0
+        return (per_dim * kept).sum(dim=-1)
 
     def unimodal_elbos(
         self,

@@ -47,7 +47,7 @@ from mopoe_lib.evaluation import (
 from mopoe_lib.evaluation.classifiers import classifier_dir
 from mopoe_lib.runs import find_pretrained
 from mopoe_lib.settings import run_mode, seed_everything
-from mopoe_lib.viz import image_grid, set_style, subset_picker
+from mopoe_lib.viz import coherence_heatmap, image_grid, set_style, subset_picker
 
 MODE = run_mode()
 FAST = MODE == "fast"
@@ -147,16 +147,7 @@ pd.DataFrame(by_inputs).round(3).rename_axis("inputs")
 # $10^{-4}$ for five independent uniform guesses).
 
 # %%
-table = pd.DataFrame(coherence_rows["mopoe"]).pivot(index="subset", columns="target", values="coherence")
-order = sorted(table.index, key=lambda s: (s.count(",") + 1, s))
-table = table.loc[order, list(names)]
-fig, ax = plt.subplots(figsize=(5.5, 8))
-image = ax.imshow(table.values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-ax.set_yticks(range(len(order)), order, fontsize=6)
-ax.set_xticks(range(M), names, rotation=45, fontsize=8)
-fig.colorbar(image, ax=ax, label="coherence")
-ax.set_title("MoPoE: coherence per input subset and target")
-plt.show()
+display(coherence_heatmap(coherence_rows["mopoe"], names, title="MoPoE: coherence per input subset and target"))
 randoms = {name: random_coherence(run.model, classifiers, num_samples=N_TEST, seed=SEED) for name, run in runs.items()}
 print("random coherence:", {name: round(v, 3) for name, v in randoms.items()})
 

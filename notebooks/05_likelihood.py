@@ -33,10 +33,10 @@ import pandas as pd
 import torch
 
 import mopoe_lib
-from mopoe_lib.book import book_models
+from mopoe_lib.book import book_models, record
 from mopoe_lib.data import load_polymnist
-from mopoe_lib.evaluation import log_likelihood
-from mopoe_lib.fusion import full_set, powerset, singletons, subset_mask
+from mopoe_lib.evaluation import conditional_log_likelihood, log_likelihood
+from mopoe_lib.fusion import full_set, powerset, singletons
 from mopoe_lib.settings import run_mode, seed_everything
 from mopoe_lib.toy import LinearGaussianToy
 from mopoe_lib.viz import set_style
@@ -138,14 +138,13 @@ K_COND = KS[-1]
 rows = []
 for name, run in runs.items():
     joint_subsets = run.config.make_objective().subsets(M, torch.Generator().manual_seed(SEED))
-    joint = log_likelihood(run.model, points.x, K_COND, subsets=joint_subsets,
-                           generator=torch.Generator().manual_seed(SEED))
     for size in range(1, M):
-        given = list(range(size))
-        marginal = log_likelihood(run.model, points.x, K_COND, subsets=subset_mask(given, M), modalities=given,
-                                  generator=torch.Generator().manual_seed(SEED))
-        rows.append({"model": name, "inputs": size,
-                     "log p(X_rest | X_S) per predicted modality": float((joint - marginal).mean()) / (M - size)})
+        # log p(X) with the model's joint posterior, log p(X_S) with its own posterior given S: the product of
+        # S's experts, or their mixture for the MMVAE
+        value = conditional_log_likelihood(run.model, points.x, list(range(size)), K_COND,
+                                           torch.Generator().manual_seed(SEED), joint_subsets).mean() / (M - size)
+        record(f"conditional/{name}/{size}", float(value))
+        rows.append({"model": name, "inputs": size, "log p(X_rest | X_S) per predicted modality": float(value)})
 conditional = pd.DataFrame(rows)
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for k, (name, group) in enumerate(conditional.groupby("model", sort=False)):

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
-from mopoe_lib.book.build import chapters
+from mopoe_lib.book import read_records
+from mopoe_lib.book.build import chapters, records_path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_CHAPTERS = ["00_data.py", "01_mean_functions.py", "02_training.py", "03_latent_spaces.py", "04_coherence.py",
@@ -38,6 +40,27 @@ def test_chapter_executes_in_fast_mode(name, tmp_path):
     code_cells = [c for c in notebook.cells if c.cell_type == "code"]
     assert code_cells and all(c.get("execution_count") for c in code_cells)
     assert any("image/png" in o.get("data", {}) for c in code_cells for o in c.outputs), "no figure drawn"
+    check = LIBRARY_CHECKS.get(name)
+    if check is not None:
+        check(read_records(records_path(tmp_path, Path(name))))
+
+
+def _conditional_likelihood_comes_from_the_library(records: dict) -> None:
+    """Chapter 5's conditional log-likelihood of the MMVAE given two modalities is the library's (its proposal
+    is the mixture of the given experts, not their product)."""
+    from mopoe_lib.book import book_models
+    from mopoe_lib.data import load_polymnist
+    from mopoe_lib.evaluation import conditional_log_likelihood
+
+    run = book_models("fast", models=("mmvae",), progress=False)["mmvae"]
+    points = load_polymnist("test", "fast").get_batch(torch.arange(40))  # the chapter's FAST N_POINTS, K, seed
+    joint = run.config.make_objective().subsets(5, torch.Generator().manual_seed(0))
+    expected = conditional_log_likelihood(run.model, points.x, [0, 1], 64, torch.Generator().manual_seed(0), joint)
+    assert records["conditional/mmvae/2"] == pytest.approx(float(expected.mean()) / 3, rel=1e-6)
+
+
+#: checks that a chapter's numbers are the library's, run on the records the executed chapter kept
+LIBRARY_CHECKS = {"05_likelihood.py": _conditional_likelihood_comes_from_the_library}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.name)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mopoe_lib.fusion import full_set, kl_to_standard_normal, product_of_experts
+from mopoe_lib.fusion import full_set, kl_to_standard_normal, powerset, product_of_experts
 from mopoe_lib.likelihoods import Laplace
 from mopoe_lib.model import MultimodalVAE
 from mopoe_lib.networks import LinearDecoder, LinearEncoder
@@ -178,3 +178,32 @@ def test_mvae_unimodal_terms_are_each_modalitys_elbo(toy, data):
         exact = toy.log_marginal(xs, [m])
         assert ((mean - exact).abs() < 4 * stderr + 1e-3).all(), (m, mean, exact)
         assert torch.equal(term.log_likelihood[torch.arange(3) != m], torch.zeros(2, POINTS * REPEATS))
+
+
+def test_free_bits_stop_the_kl_gradient_of_dimensions_below_the_threshold_and_leave_the_bound_alone(toy, data):
+    """With free bits the reported bound is the ELBO; the surrogate's KL gradient vanishes for the latent
+    dimensions whose batch-mean KL is below the threshold, and is unchanged for the others."""
+    xs, _ = data
+    model = toy.model("full_set", exact_encoders=False)
+
+    def run(free_bits: float):
+        model.zero_grad()
+        out = make_objective("mopoe", free_bits=free_bits, beta=1.0)(model, xs,
+                                                                     generator=torch.Generator().manual_seed(3))
+        out.loss.backward()
+        return out, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    plain, plain_grads = run(0.0)
+    mixture = model.posterior(xs, powerset(3))
+    per_dim = mixture.kl_upper_bound_per_dim().mean(dim=0).detach()
+    threshold = float(per_dim.max()) + 1.0  # every dimension below: the KL drops out of the surrogate
+    freed, freed_grads = run(threshold)
+    assert torch.equal(plain.elbo, freed.elbo) and torch.equal(plain.kl, freed.kl)
+    recon_only = make_objective("mopoe", beta=0.0)
+    model.zero_grad()
+    recon_only(model, xs, generator=torch.Generator().manual_seed(3)).loss.backward()
+    for key, grad in freed_grads.items():
+        torch.testing.assert_close(grad, model.get_parameter(key).grad, msg=key)  # no KL gradient left
+    assert any(not torch.allclose(plain_grads[k], freed_grads[k]) for k in plain_grads)
+    with pytest.raises(ValueError, match="free_bits"):
+        make_objective("mopoe", free_bits=-1.0)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -315,3 +316,30 @@ def test_exported_models_load_with_their_note_and_checksums(tmp_path, monkeypatc
     weights.write_bytes(weights.read_bytes()[:-4])
     with pytest.raises(CheckpointError, match="model.safetensors is damaged"):
         load_pretrained("tiny-mmvae")
+
+
+def test_learning_rate_schedule_warms_up_decays_and_resumes_bit_for_bit(tmp_path, monkeypatch):
+    from mopoe_lib.train.trainer import lr_at
+
+    config = _config(lr=1e-3, lr_warmup_steps=4, lr_schedule="cosine", lr_final=0.1, adam_beta2=0.99)
+    assert [lr_at(config, s, 12) for s in (0, 3)] == pytest.approx([2.5e-4, 1e-3])
+    assert lr_at(config, 8, 12) == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # half-way through the decay
+    assert lr_at(config, 12, 12) == pytest.approx(1e-4) and lr_at(_config(), 7, 12) == 1e-3
+    reference = train(config, tmp_path / "reference", progress=False)
+    with monkeypatch.context() as patch:
+        _crash_at(patch, 7)
+        with pytest.raises(Crash):
+            train(replace(config, checkpoint_every_steps=3), tmp_path / "crashed", progress=False)
+    train(replace(config, checkpoint_every_steps=3), tmp_path / "crashed", resume=True, progress=False)
+    _assert_identical(_weights(tmp_path / "reference"), _weights(tmp_path / "crashed"))
+    assert reference.model.log_scales is None
+    with pytest.raises(ValueError, match="adam_beta1"):
+        _config(adam_beta1=1.0)
+
+
+def test_a_learned_likelihood_scale_is_trained_saved_and_reloaded(tmp_path):
+    result = train(_config(learn_scale=True, epochs=2), tmp_path / "run", progress=False)
+    scales = result.model.scales()
+    assert all(s is not None and s != pytest.approx(0.75, abs=1e-4) for s in scales)  # it moved
+    model, _ = rebuild_model(tmp_path / "run")
+    assert model.scales() == pytest.approx(scales)

@@ -18,3 +18,26 @@ def test_subset_picker_redraws_for_the_ticked_subset():
     model.value = "mvae"
     checks[0].value = checks[1].value = checks[2].value = False  # empty: a hint, no draw
     assert calls == [((0, 2), "mopoe"), ((0, 1, 2), "mopoe"), ((0, 1, 2), "mvae"), ((1, 2), "mvae"), ((2,), "mvae")]
+
+
+def test_coherence_heatmap_orders_subsets_by_size_whatever_their_names():
+    """Labels joined with "+" (m10 sorts before m2 alphabetically): rows go by number of inputs, then in the
+    library's subset order."""
+    import torch
+
+    from mopoe_lib.fusion import powerset, subset_labels
+    from mopoe_lib.viz import coherence_heatmap
+
+    names = ["m10", "m2", "astronaut"]
+    subsets = powerset(3)
+    labels = subset_labels(subsets, names)
+    rows = [{"subset": label, "num_inputs": int(subset.sum()), "target": t, "in_subset": bool(subset[m]),
+             "coherence": 0.1 * int(subset.sum())}
+            for label, subset in zip(reversed(labels), torch.flip(subsets, [0]), strict=True)
+            for m, t in enumerate(names)]
+    fig = coherence_heatmap(rows, names)
+    shown = [tick.get_text() for tick in fig.axes[0].get_yticklabels()]
+    assert shown == labels  # m10, m2, astronaut, then pairs, then the full set
+    assert [label.count("+") + 1 for label in shown] == sorted(label.count("+") + 1 for label in shown)
+    image = fig.axes[0].images[0].get_array()
+    assert image[0, 0] == 0.1 and image[-1, 0] == 0.1 * 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,6 +23,7 @@ from ..config import EXPERIMENTS, ExperimentConfig, get_config
 from ..model import MultimodalVAE
 from ..settings import Mode, run_mode, seed_everything
 from ..train import train
+from .build import RECORD_ENV
 
 
 class BookSetup(NamedTuple):
@@ -52,6 +54,22 @@ def book_setup(seed: int = 0, extra: str = "") -> BookSetup:
     print(f"mopoe_lib {__version__} | torch {torch.__version__} | mode {mode} | device {device} | seed {seed}"
           + (f" | {extra}" if extra else ""))
     return BookSetup(mode, mode == "fast", seed, device)
+
+
+def record(key: str, value: float | int | str) -> None:
+    """Keep a number the chapter shows, so the tests can check it against the library (a no-op outside
+    ``python -m mopoe_lib.book``, which sets ``$MOPOE_RECORD``)."""
+    path = os.environ.get(RECORD_ENV)
+    if path:
+        with open(path, "a") as handle:
+            handle.write(json.dumps({"key": key, "value": value}) + "\n")
+
+
+def read_records(path: Path) -> dict[str, Any]:
+    """The numbers a chapter kept with :func:`record` (``{}`` if none)."""
+    if not path.is_file():
+        return {}
+    return {row["key"]: row["value"] for row in map(json.loads, path.read_text().splitlines()) if row}
 
 
 @dataclass

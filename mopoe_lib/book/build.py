@@ -18,6 +18,9 @@ from pathlib import Path
 
 from ..settings import MODE_ENV, MODES, repo_root
 
+#: the environment variable :func:`mopoe_lib.book.record` writes to (kept here so building needs no model code)
+RECORD_ENV = "MOPOE_RECORD"
+
 #: Chapters are the notebooks named ``NN_name.py``; anything else in ``notebooks/`` is ignored.
 CHAPTER_GLOB = "[0-9][0-9]_*.py"
 
@@ -98,7 +101,8 @@ def _client_class():
     return SlicedWaitClient
 
 
-def execute_chapter(path: Path, mode: str = "fast", timeout: int | None = 1800):  # -> nbformat.NotebookNode
+def execute_chapter(path: Path, mode: str = "fast", timeout: int | None = 1800,
+                    records: Path | None = None):  # -> nbformat.NotebookNode
     """Execute one chapter top to bottom in a fresh kernel and return the executed notebook.
 
     The kernel runs in the chapter's folder with ``MOPOE_MODE=mode`` and the MPLBACKEND set for inline
@@ -113,7 +117,10 @@ def execute_chapter(path: Path, mode: str = "fast", timeout: int | None = 1800):
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     client = _client_class()(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
-    with _env(MODE_ENV, mode), _env("MPLBACKEND", "module://matplotlib_inline.backend_inline"):
+    if records is not None:
+        records.unlink(missing_ok=True)
+    with _env(MODE_ENV, mode), _env("MPLBACKEND", "module://matplotlib_inline.backend_inline"), \
+            _env(RECORD_ENV, str(records) if records is not None else ""):
         try:
             client.execute()
         except CellExecutionError as exc:
@@ -129,6 +136,11 @@ def execute_chapter(path: Path, mode: str = "fast", timeout: int | None = 1800):
             raise ChapterStalled(f"{path.name}: a cell timed out after {timeout} s or the kernel died in "
                                f"{mode.upper()} mode: {exc}") from exc
     return notebook
+
+
+def records_path(out_dir: Path, chapter: Path) -> Path:
+    """Where the numbers a chapter keeps with :func:`mopoe_lib.book.record` go: next to the executed notebook."""
+    return out_dir / f"{chapter.stem}.records.jsonl"
 
 
 #: Per-cell time limits: FAST cells take seconds to minutes on an idle 2-core machine (the longest, chapter 6's
@@ -155,10 +167,10 @@ def build(mode: str = "fast", out_dir: Path | None = None, only: list[str] | Non
         print(f"[{number}/{len(selected)}] {path.name} ({mode.upper()}) ...", flush=True)
         start = time.perf_counter()
         try:
-            notebook = execute_chapter(path, mode, timeout=CELL_TIMEOUT[mode])
+            notebook = execute_chapter(path, mode, CELL_TIMEOUT[mode], records_path(out_dir, path))
         except ChapterStalled as exc:
             print(f"    {exc}\n    retrying {path.name} once in a fresh kernel", flush=True)
-            notebook = execute_chapter(path, mode, timeout=CELL_TIMEOUT[mode])
+            notebook = execute_chapter(path, mode, CELL_TIMEOUT[mode], records_path(out_dir, path))
         target = out_dir / path.with_suffix(".ipynb").name
         nbformat.write(notebook, target)
         written.append(target)

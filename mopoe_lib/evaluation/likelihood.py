@@ -63,12 +63,22 @@ def given_components(model: MultimodalVAE, given: Sequence[int]) -> Tensor:
     return subset_mask(list(given), model.num_modalities)
 
 
+def marginal_log_likelihood(model: MultimodalVAE, x: Sequence[Tensor], given: Sequence[int],
+                            num_samples: int = 1000, generator: torch.Generator | None = None) -> Tensor:
+    """``log p(X_given)`` per row, with the model's own posterior given those modalities as the proposal (the
+    product of their experts, or their mixture for an MMVAE: :func:`given_components`)."""
+    return log_likelihood(model, x, num_samples, subsets=given_components(model, given), modalities=list(given),
+                          generator=generator)
+
+
 def conditional_log_likelihood(model: MultimodalVAE, x: Sequence[Tensor], given: Sequence[int],
-                               num_samples: int = 1000, generator: torch.Generator | None = None) -> Tensor:
-    """``log p(X_rest | X_given)`` per row, as ``log p(X) - log p(X_given)``, each with the model's posterior
-    given those modalities as proposal."""
-    everything = range(model.num_modalities)
-    joint = log_likelihood(model, x, num_samples, subsets=given_components(model, everything), generator=generator)
-    marginal = log_likelihood(model, x, num_samples, subsets=given_components(model, given), modalities=given,
-                              generator=generator)
-    return joint - marginal
+                               num_samples: int = 1000, generator: torch.Generator | None = None,
+                               joint_subsets: Tensor | None = None) -> Tensor:
+    """``log p(X_rest | X_given)`` per row, as ``log p(X) - log p(X_given)``.
+
+    ``log p(X)`` uses ``joint_subsets`` as the proposal's components (a model's joint posterior: the subsets of
+    its objective), by default the posterior given all modalities; ``log p(X_given)`` the model's posterior given
+    ``given`` (:func:`marginal_log_likelihood`)."""
+    joint_subsets = given_components(model, range(model.num_modalities)) if joint_subsets is None else joint_subsets
+    joint = log_likelihood(model, x, num_samples, subsets=joint_subsets, generator=generator)
+    return joint - marginal_log_likelihood(model, x, given, num_samples, generator)

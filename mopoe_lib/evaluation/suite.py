@@ -33,7 +33,7 @@ from .classifiers import ModalityClassifiers
 from .coherence import coherence_by_num_inputs, conditional_coherence, random_coherence
 from .frechet import frechet_classifier_distance
 from .latent import latent_probe
-from .likelihood import given_components, log_likelihood
+from .likelihood import log_likelihood, marginal_log_likelihood
 
 TABLES = ("summary", "coherence", "latent_probe", "frechet", "likelihood")
 
@@ -71,9 +71,7 @@ def likelihood_rows(model: MultimodalVAE, joint_subsets: Tensor, data: Multimoda
         lj = log_likelihood(model, x, num_samples, subsets=joint_subsets, generator=generator).cpu()
         joint.append(lj)
         for m in range(model.num_modalities):
-            marginal = log_likelihood(model, x, num_samples, subsets=given_components(model, [m]),
-                                      modalities=[m], generator=generator).cpu()
-            conditional[m].append(lj - marginal)
+            conditional[m].append(lj - marginal_log_likelihood(model, x, [m], num_samples, generator).cpu())
     rows = []
     mean, sem = _mean_sem(torch.cat(joint))
     rows.append({"quantity": "log p(X)", "given": "", "num_inputs": 0, "mean": mean, "sem": sem,

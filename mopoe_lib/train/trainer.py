@@ -75,6 +75,19 @@ class _Loss(nn.Module):
         return self.objective(self.model, batch, **kwargs)
 
 
+def lr_at(config: ExperimentConfig, step: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): a linear warm-up over ``lr_warmup_steps``, then
+    constant or a cosine decay to ``lr * lr_final`` at ``total_steps``. A function of the step alone, so a resumed
+    run continues the same schedule (changing ``epochs`` when resuming changes a cosine schedule's length)."""
+    c, warmup = config, config.lr_warmup_steps
+    if step < warmup:
+        return c.lr * (step + 1) / warmup
+    if c.lr_schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return c.lr * (c.lr_final + (1.0 - c.lr_final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return c.lr
+
+
 def load_training_data(config: ExperimentConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
     """``(train, test)`` of the config's data set; ``train_subset`` keeps the first training tuples."""
     train, test = load_dataset(config, "train"), load_dataset(config, "test")
@@ -115,7 +128,8 @@ class Trainer:
         self.model = build_model(config, train.names).to(self.rt.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
+                                          betas=(config.adam_beta1, config.adam_beta2))
         self.objective = config.make_objective()
         self.noise = torch.Generator().manual_seed(config.seed + 1)
         self.position = Position()
@@ -239,14 +253,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(out.loss).backward()
+            self._set_lr()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             out.loss.backward()
+            self._set_lr()
             self.optimizer.step()
         p.global_step += 1
         p.step_in_epoch += 1
         self._timed += 1
+
+    def _set_lr(self) -> None:
+        c = self.config
+        if c.lr_warmup_steps or c.lr_schedule != "constant":
+            total = c.max_steps or c.epochs * self.steps_per_epoch
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(c, self.position.global_step, total)
 
     def flush(self) -> None:
         """Read the pending logged values, check the losses and add them to the epoch's sums."""

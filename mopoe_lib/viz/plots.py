@@ -102,3 +102,33 @@ def learning_curves(metrics: Sequence[dict], title: str = "") -> Figure:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def coherence_heatmap(rows: Sequence[dict], names: Sequence[str], title: str = "") -> Figure:
+    """Coherence per input subset (rows, by number of inputs, then in the library's subset order:
+    :func:`~mopoe_lib.fusion.powerset`) and target modality (columns), from the rows of
+    :func:`~mopoe_lib.evaluation.conditional_coherence`; cells whose target is an input (reconstructions) are
+    outlined."""
+
+    def position(label: str) -> tuple[int, int]:  # (size, binary code of the members), as powerset() orders
+        members = [list(names).index(part) for part in label.split("+")]
+        return len(members), sum(2**m for m in members)
+
+    order = sorted({row["subset"] for row in rows}, key=position)
+    value = {(row["subset"], row["target"]): row["coherence"] for row in rows}
+    grid = np.array([[value[(s, t)] for t in names] for s in order])
+    fig = Figure(figsize=(1.0 * len(names) + 2.6, 0.22 * len(order) + 1.6))
+    ax = fig.subplots()
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for r, s in enumerate(order):
+        for c, t in enumerate(names):
+            if t in s.split("+"):
+                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="white", lw=0.8))
+    ax.set_yticks(range(len(order)), order, fontsize=6)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, label="coherence", fraction=0.05, pad=0.03)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
