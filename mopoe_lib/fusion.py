@@ -48,6 +48,9 @@ LOG_2PI = math.log(2.0 * math.pi)
 #: Largest spread (nats) of the experts' shifted log-precisions fused in float32; e^-60 is far above float32's
 #: smallest normal number (e^-87), so sums of the shifted precisions keep full relative precision.
 FP32_HEADROOM = 60.0
+#: Largest spread (nats) of the shifted log-precisions fused at all: e^-700 is above float64's smallest number
+#: (e^-745); a wider spread (variances e^+-350 and beyond) raises a ValueError instead of giving inf or NaN.
+FP64_HEADROOM = 700.0
 #: Largest M for which :func:`powerset` is allowed (2**20 - 1 subsets is already ~1M rows).
 MAX_EXACT_MODALITIES = 20
 
@@ -141,6 +144,20 @@ def _check_experts(mu: Tensor, logvar: Tensor) -> None:
                          f"{tuple(logvar.shape)}")
 
 
+def _working_dtype(log_prec: Tensor, shift: Tensor, with_prior: bool, out_dtype: torch.dtype) -> torch.dtype:
+    """float32 while the shifted log-precisions span at most ``FP32_HEADROOM`` nats, float64 up to
+    ``FP64_HEADROOM``; beyond that, a ValueError (the product would underflow even in float64)."""
+    gap = torch.where(torch.isfinite(log_prec), shift - log_prec.detach(), 0.0).amax()
+    if with_prior:
+        gap = torch.maximum(gap, shift.amax())
+    spread = float(gap)  # the one wait for a GPU in the fusion
+    if spread > FP64_HEADROOM:
+        raise ValueError(f"the experts' log-variances differ by {spread:.0f} nats at some coordinate: beyond "
+                         f"{FP64_HEADROOM:.0f} the product of experts underflows even in float64. Variances of "
+                         "e^+-350 and more come from a diverged model; check the encoders' outputs")
+    return torch.float64 if out_dtype == torch.float64 or spread > FP32_HEADROOM else torch.float32
+
+
 def product_of_experts(
     mu: Tensor,
     logvar: Tensor,
@@ -171,7 +188,11 @@ def product_of_experts(
             raise ValueError(f"available must have shape (M, B) = ({num_modalities}, {batch}), "
                              f"got {tuple(available.shape)}")
         log_prec = log_prec.masked_fill(~available[:, :, None], -math.inf)
-    prior = torch.as_tensor(prior_expert, device=mu.device).expand(subsets.shape[0])  # (K,)
+    prior = torch.as_tensor(prior_expert, device=mu.device)
+    if prior.dtype != torch.bool:
+        raise ValueError(f"prior_expert must be a bool or a bool tensor (K,), got {prior.dtype}: the prior expert "
+                         "is in a product or not (it has no fractional weight)")
+    prior = prior.expand(subsets.shape[0])  # (K,)
     with_prior = bool(prior.any())
 
     # Shift per coordinate by the largest log-precision among the experts (and the prior's 0) so that
@@ -180,13 +201,7 @@ def product_of_experts(
     # a collapsing run) the smaller experts would underflow, and the fusion runs in float64 instead.
     shift = log_prec.detach().amax(dim=0).clamp(min=0.0 if with_prior else -math.inf)  # (B, D)
     shift = torch.nan_to_num(shift, neginf=0.0)
-    work = out_dtype
-    if work == torch.float32:
-        gap = torch.where(torch.isfinite(log_prec), shift - log_prec.detach(), 0.0).amax()
-        if with_prior:
-            gap = torch.maximum(gap, shift.amax())
-        if bool(gap > FP32_HEADROOM):
-            work = torch.float64
+    work = _working_dtype(log_prec, shift, with_prior, out_dtype)
     log_prec, shift, prior = log_prec.to(work), shift.to(work), prior.to(work)
     weights = torch.exp(log_prec - shift)  # (M, B, D), in [0, 1]
     member = subsets.to(device=mu.device, dtype=work)  # (K, M)

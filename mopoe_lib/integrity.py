@@ -15,8 +15,9 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,13 @@ from typing import Any
 _CHUNK = 1 << 22
 
 
-class DataError(RuntimeError):
-    """Base class for data problems the user has to fix (missing, corrupt or inconsistent files)."""
+class UserError(RuntimeError):
+    """An error the user can act on: the message says what is wrong, which file or field, and what fixes it.
+    Command lines print it as one line (:func:`guarded`); anything else is a bug and keeps its traceback."""
+
+
+class DataError(UserError):
+    """Data problems the user has to fix (missing, corrupt or inconsistent files)."""
 
 
 class MissingDataError(DataError, FileNotFoundError):
@@ -154,6 +160,35 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         raise
 
 
+@contextmanager
+def exclusive(lock_file: Path | str, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock (``flock`` on ``lock_file``) for the block; if another process holds it, raise
+    :class:`DataError` with ``busy`` at once. On systems without ``flock`` (Windows) nothing is locked."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataError(busy) from None
+        yield
+
+
+def remove_temporaries(folder: Path | str, name: str = "*") -> list[Path]:
+    """Delete what interrupted atomic writes of ``name`` left in ``folder`` (``.<name>.tmp-*`` and
+    ``.<name>.old-*``); call it only while holding the folder's lock. Returns what was removed."""
+    folder = Path(folder)
+    found = [*folder.glob(f".{name}.tmp-*"), *folder.glob(f".{name}.old-*")] if folder.is_dir() else []
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    return found
+
+
 def write_json(path: Path | str, obj: Any) -> None:
     """Atomically write ``obj`` as indented, key-sorted JSON."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
@@ -168,3 +203,37 @@ def read_json(path: Path | str, command: str = "") -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); recreate it with:\n    {command}") from exc
+
+
+# ------------------------------------------------------------------------------------------- command lines
+
+#: Exit status for an expected error, and for an interrupt (the shell's convention for SIGINT).
+ERROR, INTERRUPTED = 1, 130
+
+
+def describe(exc: BaseException) -> str:
+    """One line (or a few, for a command to run) for an expected error."""
+    if isinstance(exc, OSError) and not isinstance(exc, (FileExistsError, FileNotFoundError)):
+        where = f" ({exc.filename})" if exc.filename else ""
+        reason = {28: "the disk is full", 13: "permission denied", 30: "the file system is read-only"}.get(
+            exc.errno or 0, exc.strerror or str(exc))
+        return f"cannot write or read{where}: {reason}"
+    return str(exc)
+
+
+def guarded(main: Callable[[], int], interrupted: str = "") -> int:
+    """Run a command line's ``main``: expected errors (:class:`UserError`, a bad value's ``ValueError``, an
+    ``OSError`` such as a full disk or a read-only folder, an unreadable safetensors file) are printed as
+    ``error: ...`` with exit status 1; an interrupt says how to continue. ``MOPOE_DEBUG=1`` shows tracebacks."""
+    from safetensors import SafetensorError
+
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted{'; ' + interrupted if interrupted else ''}", file=sys.stderr)
+        return INTERRUPTED
+    except (UserError, ValueError, OSError, SafetensorError) as exc:
+        if os.environ.get("MOPOE_DEBUG"):
+            raise
+        print(f"error: {describe(exc)}", file=sys.stderr)
+        return ERROR

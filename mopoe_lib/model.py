@@ -183,11 +183,26 @@ class MultimodalVAE(nn.Module):
     # ------------------------------------------------------------------------------------------ inference
 
     def _check_inputs(self, x: Sequence[Tensor]) -> int:
+        """The batch size, after checks that turn common mistakes into messages: a wrong number of modalities,
+        unequal or empty batches, integer images (convert with :func:`~mopoe_lib.data.to_float`), another float
+        type than the parameters', and (on a CPU, where the check costs no wait) NaN or infinite values."""
         if len(x) != self.num_modalities:
             raise ValueError(f"expected {self.num_modalities} modalities {self.names}, got {len(x)} tensors")
         batch = x[0].shape[0]
         if any(t.shape[0] != batch for t in x):
             raise ValueError(f"all modalities need the same batch size, got {[t.shape[0] for t in x]}")
+        if batch == 0:
+            raise ValueError("the batch is empty: at least one row is needed")
+        dtype = next(self.parameters()).dtype
+        for name, t, lik in zip(self.names, x, self.likelihoods, strict=True):
+            if not t.is_floating_point() and lik.name != "categorical":
+                raise ValueError(f"modality {name} is {t.dtype}: pass float images in [0, 1] "
+                                 "(mopoe_lib.data.to_float converts uint8)")
+            if t.is_floating_point() and t.dtype != dtype and t.dtype in (torch.float64, torch.float32):
+                raise ValueError(f"modality {name} is {t.dtype} but the model's parameters are {dtype}: "
+                                 f"convert it with .to({dtype})")
+            if t.device.type == "cpu" and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"modality {name} holds NaN or infinite values")
         return batch
 
     def encode(self, x: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -257,9 +272,16 @@ class MultimodalVAE(nn.Module):
                                           available)
 
     def _subset(self, subset: Sequence[int | str] | Tensor) -> Tensor:
+        """One subset as a ``(1, M)`` mask, from names, indices, an integer tensor of indices or a bool mask."""
         if isinstance(subset, Tensor):
-            mask = subset.reshape(1, -1).bool()
-            return check_subsets(mask, self.num_modalities)
+            if subset.dtype == torch.bool:
+                return check_subsets(subset.reshape(1, -1), self.num_modalities)
+            if subset.is_floating_point() or subset.is_complex():
+                raise ValueError(f"a subset tensor must be a bool mask or integer indices, got {subset.dtype}")
+            subset = subset.flatten().tolist()
+        unknown = [s for s in subset if isinstance(s, str) and s not in self.names]
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; the model has {', '.join(self.names)}")
         members = [self.names.index(s) if isinstance(s, str) else int(s) for s in subset]
         return subset_mask(members, self.num_modalities)
 

@@ -236,6 +236,8 @@ class Objective:
             x, available = batch.x, batch.available if available is None else available
         else:
             x = tuple(batch)
+        if available is not None:
+            _check_available(available, model.num_modalities, x[0].shape[0])
         c = self.config
         beta = self.beta_at(step)
         num_modalities = model.num_modalities
@@ -385,6 +387,17 @@ class Objective:
             surrogate = objective
         per_modality = (ll.mean(dim=1) * mixture.weights).sum(dim=1)  # (M, B), averaged over samples
         return Term(bound, surrogate, per_modality, mixture.kl_upper_bound() + _style_kl(style, ws, mask))
+
+
+def _check_available(available: Tensor, num_modalities: int, batch: int) -> None:
+    """An availability mask must be bool ``(M, B)`` and leave every row at least one modality."""
+    if available.dtype != torch.bool or tuple(available.shape) != (num_modalities, batch):
+        raise ValueError(f"available must be a bool tensor of shape (M, B) = ({num_modalities}, {batch}), got "
+                         f"{available.dtype} {tuple(available.shape)}")
+    if available.device.type == "cpu" and not bool(available.any(dim=0).all()):
+        empty = torch.nonzero(~available.any(dim=0)).flatten().tolist()
+        raise ValueError(f"rows {empty[:10]} have no available modality: drop them from the batch (the bound of "
+                         "a row with nothing observed is 0 and would only dilute the loss)")
 
 
 def _style_kl(style: StyleParams, drawn: Sequence[Tensor | None], mask: Tensor | None) -> Tensor | float:

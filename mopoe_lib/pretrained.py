@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import guarded
+from .integrity import guarded
 from .runs import export_run, pretrained_dirs, read_metrics, shipped_models
 
 

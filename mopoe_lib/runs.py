@@ -56,9 +56,12 @@ from .config import ExperimentConfig, build_model
 from .integrity import (
     ChecksumError,
     DataError,
+    UserError,
     atomic_dir,
     atomic_write_bytes,
+    exclusive,
     read_json,
+    remove_temporaries,
     sha256_file,
     verify_file,
     write_json,
@@ -80,12 +83,12 @@ FORMAT = 2
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{8})(?:\.(\d+))?$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A run folder has no usable checkpoint, or a model folder is incomplete or damaged (the message says which
     file and what to do)."""
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError):
     """The loss or the parameters became NaN or infinite; the run stopped and the last good checkpoint was kept."""
 
 
@@ -265,7 +268,11 @@ def read_checkpoint(checkpoint: Path, run_dir: Path | None = None,
     """``(weights, state)`` of a checkpoint folder, after checking every checksum ``state.json`` records (the
     run's ``config.json`` included) and that the weights are finite. The optimizer's tensors are read with
     :func:`read_optimizer`."""
-    state = read_json(checkpoint / STATE)
+    try:
+        state = read_json(checkpoint / STATE)
+        state["progress"]["global_step"], state["optimizer"]["param_groups"]  # noqa: B018 -- must be present
+    except (DataError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{checkpoint / STATE} is damaged or incomplete ({exc!r}); it was not used") from exc
     for name, expected in state.get("sha256", {}).items():
         path = (run_dir or checkpoint.parent.parent) / CONFIG if name == CONFIG else checkpoint / name
         _verify(path, expected, f"the checkpoint {checkpoint}" if name != CONFIG else f"the run {path.parent}")
@@ -305,24 +312,24 @@ def _finite_weights(path: Path, map_location: str | torch.device) -> dict[str, t
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on a run folder (``.lock``) while training into it; a second trainer fails at once.
-    Temporary folders a killed process left behind are removed once the lock is held."""
+    What a killed process left behind (temporary checkpoint folders and files) is removed once the lock is held,
+    and the folder must be writable."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 -- held for the whole block
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # Windows: no flock; runs are not protected against a second writer there
-            pass
-        except OSError:
-            raise CheckpointError(f"another process is training into {run_dir}; wait for it to finish, or train "
-                                  f"into another folder (--out)") from None
-        for leftover in (run_dir / CHECKPOINTS).glob(".step-*") if (run_dir / CHECKPOINTS).is_dir() else []:
-            shutil.rmtree(leftover, ignore_errors=True)
+    busy = f"another process is training into {run_dir}; wait for it to finish, or train into another folder (--out)"
+    with exclusive(run_dir / ".lock", busy):
+        remove_temporaries(run_dir)
+        remove_temporaries(run_dir / CHECKPOINTS)
+        check_writable(run_dir)
         yield
+
+
+def check_writable(folder: Path) -> None:
+    """Raise ``PermissionError`` (or the ``OSError`` of a full disk) now rather than after an epoch of work."""
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"ok")
     finally:
-        handle.close()
+        probe.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------- loading models

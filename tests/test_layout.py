@@ -20,10 +20,9 @@ LAYERS = {
     "objectives": 3, "toy": 3,
     "config": 4,
     "runs": 5,
-    "cli": 6,
-    "evaluation": 7,
-    "train": 8,
-    "pretrained": 9, "book": 9,
+    "evaluation": 6,
+    "train": 7,
+    "pretrained": 8, "book": 8,
 }
 MAX_LINES = 60
 

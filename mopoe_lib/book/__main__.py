@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..cli import guarded
+from ..integrity import guarded
 from ..settings import MODES
 from .build import ChapterError, build, notebooks_dir
 from .build import __doc__ as build_doc

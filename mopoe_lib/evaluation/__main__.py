@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import guarded
+from ..integrity import guarded
 from .results import evaluate_run
 from .suite import SuiteOptions, read_tables
 

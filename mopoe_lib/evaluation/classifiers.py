@@ -235,7 +235,7 @@ def _train_command(args: argparse.Namespace, folder: Path, command: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..cli import guarded
+    from ..integrity import guarded
 
     args = _parser().parse_args(argv)
     folder = args.out or classifier_dir()

@@ -51,12 +51,20 @@ class GroupedConvEncoder(nn.Module):
             previous, size = c, (size + 1) // 2
         self.conv = nn.Sequential(*layers)
         self.num_modalities = m
+        self.input_shape = (in_channels, image_size, image_size)
         self.flat_dim = previous * size * size
         self.hidden = GroupedLinear(m, self.flat_dim, hidden_dim)
         self.mu = GroupedLinear(m, hidden_dim, latent_dim)
         self.logvar = GroupedLinear(m, hidden_dim, latent_dim)
 
     def forward(self, xs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        for m, x_m in enumerate(xs):
+            if tuple(x_m.shape[1:]) != self.input_shape:
+                raise ValueError(f"modality {m} has images of shape {tuple(x_m.shape[1:])}; these networks take "
+                                 f"{self.input_shape} (a 32x32 image would pass the convolutions unnoticed)")
+            if x_m.device.type == "cpu" and x_m.numel() and float(x_m.detach().amax()) > 1.0 + 1e-6:
+                raise ValueError(f"modality {m} has values up to {float(x_m.amax()):.4g}: images must lie in [0, 1] "
+                                 "(divide 0..255 images by 255, or use mopoe_lib.data.to_float)")
         x = torch.cat(list(xs), dim=1)  # (B, M*C, H, W)
         h = self.conv(x)
         h = h.reshape(h.shape[0], self.num_modalities, self.flat_dim).transpose(0, 1)  # (M, B, flat)

@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli import guarded
 from ..config import EXPERIMENTS, get_config, parse_overrides
+from ..integrity import guarded
 from ..runs import default_run_dir
 from . import __doc__ as package_doc
 from .trainer import train
