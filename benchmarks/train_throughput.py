@@ -4,7 +4,7 @@
     python benchmarks/train_throughput.py --model all            # every model, ratios to networks-only
     python benchmarks/train_throughput.py --device cuda --precision bf16 --compile-mode reduce-overhead
 
-Workload (issue #9, REFERENCE.md): PolyMNIST-shaped batches (5 modalities 3x28x28), the paper's conv networks
+Workload (the paper's PolyMNIST setup): PolyMNIST-shaped batches (5 modalities 3x28x28), the paper's conv networks
 (``--arch paper``, latent 512) or the book's compact ones, Laplace 0.75, beta 2.5, Adam 5e-4. ``networks-only``
 runs the same 5 encoders and 5 decoders with one z per row and a plain VAE loss: the practical limit of the
 architecture. ``--data`` draws every batch from the FAST PolyMNIST set (uint8 -> float per batch) instead of

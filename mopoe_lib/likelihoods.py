@@ -18,7 +18,7 @@ a parameter the model learns (``log_scale``, one per modality: a *calibrated dec
 and Effective VAE Training with Calibrated Decoders"), passed to :meth:`Likelihood.log_prob`.
 
 The categorical likelihood takes *logits* and applies ``log_softmax`` itself: the authors' code passed
-log-softmax values where probabilities were expected (REFERENCE.md, defect 3). Targets may be one-hot
+log-softmax values where probabilities were expected (defect 3 of the README's list). Targets may be one-hot
 (same shape as the logits) or integer class indices (logits' shape without the last axis).
 """
 

@@ -174,7 +174,7 @@ display(subset_picker(names, lambda members, model: draw_subset(model, members),
 #
 # Two numbers per subset: the average posterior variance (over test tuples and latent dimensions), and the test
 # accuracy of a linear probe (logistic regression trained on the posterior means of 500 training tuples;
-# REFERENCE protocol). Both are averaged over the subsets of each size.
+# the protocol of Sutter et al. 2021). Both are averaged over the subsets of each size.
 #
 # What to expect from trained models: a product of experts sharpens with every modality (precisions add up), so
 # the MVAE's and the MoPoE's variances fall with the number of inputs; the MMVAE's mixture does not sharpen

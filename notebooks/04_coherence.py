@@ -62,7 +62,7 @@ print(f"mopoe_lib {mopoe_lib.__version__} | torch {torch.__version__} | mode {MO
 # %% [markdown]
 # ## 1. Models and classifiers
 #
-# The classifiers are the project's own (two convolutions and two linear layers per modality, REFERENCE.md),
+# The classifiers are the book's own, with the authors' architecture (two convolutions and two linear layers per modality),
 # shipped in `data/classifiers/` with their test accuracies, and always used in eval mode: the authors' code
 # left dropout on while measuring coherence. A classifier's errors cap the coherence it can measure.
 

@@ -93,7 +93,7 @@ plt.show()
 # The proposal is each model's own joint posterior: the PoE of all five for the MVAE, the mixture of the five
 # unimodal posteriors for the MMVAE, the mixture of all 31 subset posteriors for the MoPoE. Samples are drawn,
 # decoded and weighted per test tuple and the average runs over $K$ only (the authors' code mixed samples of
-# different test points: REFERENCE.md, defect 2). Shaded: one standard error over test tuples.
+# different test points: defect 2 in the README's list). Shaded: one standard error over test tuples.
 
 # %%
 runs = book_models("fast" if FAST else "full", use_pretrained=USE_PRETRAINED, seed=SEED)

@@ -124,7 +124,7 @@ for m, name in enumerate(("mnist", "svhn")):
 # %% [markdown]
 # ## 3. Train the three models
 #
-# The official networks (REFERENCE.md): an MLP for MNIST, four 4x4 convolutions for the colour digits, 1-D
+# The networks of the authors' experiments (Sutter et al. 2021): an MLP for MNIST, four 4x4 convolutions for the colour digits, 1-D
 # convolutions for text; latent 20; Laplace likelihoods (scale 0.75) for images and a categorical one on the
 # text decoder's logits; reconstruction weights proportional to the size of the largest modality
 # (3072/784, 1, 3072/8), so that no modality is drowned out.
@@ -179,8 +179,8 @@ display(subset_picker(names, draw, selected=(2,)))
 # ## 5. Coherence for every subset
 #
 # For each of the 7 input subsets and each target outside it: the fraction of test triples whose generated
-# modality is judged to show the input's digit. The paper's MNIST-SVHN-Text tables could not be collected
-# (REFERENCE.md), so compare trends: MoPoE should be coherent from any subset, the MMVAE from single
+# modality is judged to show the input's digit. With the synthetic street digits the paper's MNIST-SVHN-Text
+# numbers are not comparable, so compare trends: MoPoE should be coherent from any subset, the MMVAE from single
 # modalities, and the MVAE weakest from few inputs.
 
 # %%

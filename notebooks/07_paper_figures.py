@@ -95,7 +95,7 @@ published = pd.DataFrame(published_rows())
 # Solid lines: ours, one per experiment (FAST = the book's minutes-long runs; compact = the shipped CPU-trained
 # models, latent 64; full = the paper's networks, only when results from a GPU were committed), with error bars
 # of one standard deviation over seeds where there are several. Dashed grey lines: published numbers, one per
-# source (the paper's own tables could not be collected; REFERENCE.md lists re-runs and reprints).
+# source (re-runs and reprints; the README's References list them).
 
 # %%
 def versus_published(metric: str, ylabel: str) -> pd.DataFrame:
@@ -125,7 +125,7 @@ versus_published("coherence", "conditional coherence")
 
 # %% [markdown]
 # Latent classification: a logistic regression on posterior means of each subset (500 training tuples in
-# FULL, REFERENCE.md), test accuracy averaged over the subsets of each size.
+# FULL, as in Sutter et al. 2021), test accuracy averaged over the subsets of each size.
 
 # %%
 versus_published("latent_probe", "latent classification accuracy")
@@ -145,7 +145,7 @@ per_subset.round(3)
 #
 # Importance-sampled $\log p(X)$ with each model's own joint posterior as proposal, and the mean conditional
 # $\log p(X_{\text{rest}} \mid x_m)$ given one modality (chapter 5), in nats per tuple of five 3x28x28 images.
-# The published PolyMNIST likelihoods were not collected (REFERENCE.md); the paper's qualitative claim is that
+# We compare no published PolyMNIST likelihoods (the sources above report coherence and probes); the paper's claim is that
 # the MVAE fits the joint well while its conditionals from few inputs are poor, and the MoPoE does well on both.
 # Bounds differ by estimator, K and likelihood scale, so compare rows of the same experiment only.
 
@@ -160,7 +160,7 @@ display(random.pivot_table(index="experiment", columns="model", values="mean").r
 # ## 5. MNIST-SVHN-Text
 #
 # Chapter 6 writes its coherence tables (per subset and target, and by number of inputs) next to each of its
-# runs. Published MNIST-SVHN-Text tables could not be collected (REFERENCE.md), so compare the trends: MoPoE
+# runs. No published MNIST-SVHN-Text numbers are compared here, so compare the trends: MoPoE
 # coherent from any subset, MMVAE from single modalities, MVAE weakest from few inputs. Offline, the colour
 # modality is the synthetic street digits, not SVHN, so even the levels are not comparable with the paper.
 
@@ -204,7 +204,7 @@ comparison.round(3)
 # - **What should reproduce.** MoPoE's coherence rises with the number of inputs; the MMVAE's is flat (its
 #   posterior is a mixture of unimodal experts, so more inputs do not sharpen it); the MVAE's is lowest from
 #   one input (its product posterior is trained mainly on the full set).
-# - **Known defects fixed here** (REFERENCE.md) move numbers slightly: classifiers in eval mode (the authors'
+# - **Known defects of the authors' code fixed here** (README, References) move numbers slightly: classifiers in eval mode (the authors'
 #   left dropout on), likelihood samples never mixed across test points, seeds everywhere.
 # - **Seeds.** FAST uses one seed to stay within minutes; FULL trains three per model and shows their spread.
 #   The shipped compact models are one seed each (a CPU-hours budget): their spread is unknown.

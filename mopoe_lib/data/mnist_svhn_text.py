@@ -1,6 +1,6 @@
 """MNIST-SVHN-Text: triples (MNIST digit, a colour street-number digit, the digit's word) sharing the label.
 
-Built as in the paper (REFERENCE.md): MNIST and SVHN-style images are paired by label with
+Built as in the paper (Sutter et al. 2021): MNIST and SVHN-style images are paired by label with
 :func:`~.svhn.pair_by_label` (each item of the smaller side in ``multiplicity`` pairs; 20 in the paper, about
 1.12M training triples with the real SVHN), and each triple gets the digit's word at a random offset
 (:mod:`.text`). Images are stored once and gathered per batch through index maps, so the 1.12M triples cost the

@@ -3,7 +3,7 @@
 Each modality ``m`` has its own natural background image. A sample of modality ``m`` is a random 28x28 crop of
 that background with the pixels under a binarized MNIST digit colour-inverted. A tuple holds five *different*
 MNIST images ("writers") of the same digit, one per modality, so background, crop, stroke and writer are
-modality-specific and only the label is shared (REFERENCE.md, "Datasets").
+modality-specific and only the label is shared (Sutter et al. 2021).
 
 Generation is vectorised (gathers and ``np.where`` over whole arrays) and fully determined by the seed.
 The random draws are made for the whole MNIST pool before truncation, so a smaller variant (``fast``) is
@@ -364,7 +364,7 @@ def load_official_polymnist(root: Path | str, split: str = "train", progress: bo
     """Load the official PolyMNIST release (``<root>/<split>/m{0..4}/{index}.{label}.png``).
 
     Files are paired by their *index*, never by directory order, and the labels of each tuple must agree
-    across modalities (the authors' loader paired files by unsorted glob order: REFERENCE.md, defect 4).
+    across modalities (the authors' loader paired files by unsorted glob order: defect 4 of the README's list).
 
     Raises:
         MissingDataError: the split folder or a modality folder is absent.

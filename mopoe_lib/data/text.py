@@ -1,6 +1,6 @@
 """The text modality of MNIST-SVHN-Text: a digit's English word in an 8-character string, one-hot encoded.
 
-As in the paper (REFERENCE.md): the word (``"zero"`` ... ``"nine"``) is placed at a random offset in a string of
+As in the paper (Sutter et al. 2021): the word (``"zero"`` ... ``"nine"``) is placed at a random offset in a string of
 8 spaces and every character is one-hot encoded over a 71-position alphabet (the character-CNN alphabet of
 Zhang et al. 2015 followed by space and newline; ``-`` occurs twice in it, and encoding always uses its first
 position, so one position stays unused, which keeps the paper's 8 x 71 shape). Unlike the authors' code, the

@@ -1,11 +1,11 @@
 """Digit classifiers for the PolyMNIST modalities, used to measure coherence.
 
-Architecture (REFERENCE.md, "Modality classifiers"): two 5x5 convolutions (10 and 20 channels, each followed
+Architecture (the authors' code): two 5x5 convolutions (10 and 20 channels, each followed
 by 2x2 max-pooling, dropout after the second), ``Linear(980, 128)``, dropout, ``Linear(128, 10)``. The five
 classifiers are evaluated as one grouped network (like the VAE's networks), returning logits ``(M, B, 10)``.
 
 They are always *used* in eval mode (:func:`predict` switches and restores the mode): the authors' code left
-dropout active while measuring coherence (REFERENCE.md, defect 1).
+dropout active while measuring coherence (defect 1 of the README's list).
 
 Train and ship them with ``python -m mopoe_lib.evaluation.classifiers train`` (weights in
 ``data/classifiers/polymnist/``: ``classifiers.safetensors`` and ``classifiers.json`` with the test accuracy of

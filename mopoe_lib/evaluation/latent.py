@@ -1,6 +1,6 @@
 """Latent representation quality: a linear probe on posterior means, for every subset of modalities.
 
-Protocol (REFERENCE.md): logistic regression (lbfgs, max_iter 1000) trained on the posterior means of 500
+Protocol (Sutter et al. 2021): logistic regression (lbfgs, max_iter 1000) trained on the posterior means of 500
 training tuples, accuracy on the test set, for each subset's posterior (for MMVAE the mean of its mixture).
 Means for all subsets are computed at once per batch.
 """

@@ -4,7 +4,7 @@
 :math:`z_k \\sim q(z \\mid X)` the model's own joint posterior (the mixture over the objective's subsets, or
 any subsets given). Every sample is drawn, decoded and weighted *per test point*: tensors are ``(K, B, ...)``
 and the log-mean-exp runs over K only (the authors' code reshaped samples so that points got mixed:
-REFERENCE.md, defect 2). K is processed in chunks, so memory stays bounded for large K.
+defect 2 of the README's list). K is processed in chunks, so memory stays bounded for large K.
 
 With modality-specific latents the proposal is :math:`q(z \\mid X) \\prod_m q(w_m \\mid x_m)`.
 

@@ -1,4 +1,4 @@
-"""Published PolyMNIST numbers to compare with, each with its source (from ../shared/REFERENCE.md).
+"""Published PolyMNIST numbers to compare with, each with its source (full references in the README).
 
 Values are fractions. ``coherence`` is conditional coherence by number of input modalities (1..4);
 ``latent_probe`` is latent linear-classification accuracy by number of input modalities (1..5). The paper's

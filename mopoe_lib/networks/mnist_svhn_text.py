@@ -1,4 +1,4 @@
-"""The MNIST-SVHN-Text networks of the official experiments (REFERENCE.md, "Networks"), latent 20 by default.
+"""The MNIST-SVHN-Text networks of the authors' experiments (Sutter et al. 2021), latent 20 by default.
 
 - MNIST: an MLP 784 -> 400 -> (mean, log-variance); decoder 20 -> 400 -> 784 with a sigmoid (the Laplace
   location lies in [0, 1], as in the authors' code).
@@ -8,7 +8,7 @@
 - Text (8 characters over 71 symbols): 1-D convolutions over the one-hot string (kernel 1, then two 4-wide
   stride-2 convolutions: 8 -> 4 -> 1 positions, 128 channels); the decoder mirrors them and returns logits
   ``(B, 8, 71)`` for :class:`~mopoe_lib.likelihoods.Categorical` (the authors' code returned log-softmax
-  values and passed them to a distribution as probabilities: REFERENCE.md, defect 3). The encoder accepts
+  values and passed them to a distribution as probabilities: defect 3 of the README's list). The encoder accepts
   character indices ``(B, 8)`` or one-hot/probability vectors ``(B, 8, 71)``.
 """
 

@@ -1,4 +1,4 @@
-"""The PolyMNIST networks of the official experiments (REFERENCE.md, "Networks").
+"""The PolyMNIST networks of the authors' experiments (Sutter et al. 2021, and their code).
 
 Encoder: three stride-2 3x3 convolutions (3 -> 32 -> 64 -> 128 channels, 28 -> 14 -> 7 -> 4 pixels), a
 2048 -> hidden linear layer and two linear heads for the mean and the log-variance. The decoder mirrors it
