@@ -259,3 +259,32 @@ def test_shipped_classifiers_reach_98_percent():
     assert min(recorded) >= 0.98, recorded
     measured = accuracy(load_classifiers(), load_polymnist("test", "fast"))
     assert (measured >= 0.97).all(), measured
+
+
+def test_a_second_judge_has_its_own_architecture_and_reads_blurred_images(tmp_path):
+    """The ``deep`` judges train on blurred, low-contrast images, save and load with their architecture."""
+    from mopoe_lib.data import MultimodalDataset
+    from mopoe_lib.evaluation.classifiers import (
+        blur_and_contrast,
+        load_classifiers,
+        predict,
+        save_classifiers,
+        train_classifiers,
+    )
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 10
+    images = [torch.rand(40, 3, 28, 28, generator=generator) * 0.2 + (labels.view(-1, 1, 1, 1) / 10) * 0.8
+              for _ in range(2)]  # the brightness tells the digit
+    augmented = blur_and_contrast(images, torch.Generator().manual_seed(1))
+    assert all(a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1
+               for a, x in zip(augmented, images, strict=True))
+    assert float((augmented[0] - images[0]).abs().mean()) > 0.01  # it changed the images
+    data = MultimodalDataset(images, labels)
+    model = train_classifiers(data, epochs=30, batch_size=20, lr=3e-3, progress=False, arch="deep", augment=True)
+    assert model.arch == "deep" and sum(p.numel() for p in model.parameters()) > 0
+    save_classifiers(model, torch.ones(2), tmp_path / "judge2", {"num_modalities": 2, "arch": "deep"})
+    loaded = load_classifiers(tmp_path / "judge2")
+    assert loaded.arch == "deep" and torch.equal(predict(loaded, images), predict(model, images))
+    with pytest.raises(ValueError, match="authors, deep"):
+        train_classifiers(data, epochs=1, progress=False, arch="resnet")

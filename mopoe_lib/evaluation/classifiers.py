@@ -32,20 +32,37 @@ from ..integrity import atomic_dir, read_json, sha256_file, verify_file, write_j
 from ..networks.grouped import GroupedLinear
 from ..settings import artifacts_dir
 
+#: Judge architectures: ``authors`` (two 5x5 convolutions, as in the authors' code) and ``deep`` (a second judge:
+#: four 3x3 convolutions), each followed by a 128-unit hidden layer.
+JUDGE_ARCHITECTURES: tuple[str, ...] = ("authors", "deep")
+
 
 class ModalityClassifiers(nn.Module):
     """M digit classifiers as one grouped network: ``xs`` (M tensors ``(B, 3, 28, 28)``) -> logits ``(M, B, 10)``."""
 
-    def __init__(self, num_modalities: int = 5, in_channels: int = 3, num_classes: int = 10) -> None:
+    def __init__(self, num_modalities: int = 5, in_channels: int = 3, num_classes: int = 10,
+                 arch: str = "authors") -> None:
         super().__init__()
         m = num_modalities
-        self.num_modalities = m
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels * m, 10 * m, kernel_size=5, padding=2, groups=m), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(10 * m, 20 * m, kernel_size=5, padding=2, groups=m), nn.Dropout2d(0.25), nn.MaxPool2d(2),
-            nn.ReLU(),
-        )
-        self.hidden = GroupedLinear(m, 980, 128)
+        self.num_modalities, self.arch = m, arch
+        if arch == "authors":
+            self.features = nn.Sequential(
+                nn.Conv2d(in_channels * m, 10 * m, kernel_size=5, padding=2, groups=m), nn.MaxPool2d(2), nn.ReLU(),
+                nn.Conv2d(10 * m, 20 * m, kernel_size=5, padding=2, groups=m), nn.Dropout2d(0.25), nn.MaxPool2d(2),
+                nn.ReLU(),
+            )
+            self.flat = 20 * 7 * 7
+        elif arch == "deep":
+            self.features = nn.Sequential(
+                nn.Conv2d(in_channels * m, 24 * m, 3, padding=1, groups=m), nn.ReLU(),
+                nn.Conv2d(24 * m, 24 * m, 3, padding=1, groups=m), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(24 * m, 48 * m, 3, padding=1, groups=m), nn.ReLU(),
+                nn.Conv2d(48 * m, 48 * m, 3, padding=1, groups=m), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout2d(0.25),
+            )
+            self.flat = 48 * 7 * 7
+        else:
+            raise ValueError(f"unknown judge architecture {arch!r}; choose one of {', '.join(JUDGE_ARCHITECTURES)}")
+        self.hidden = GroupedLinear(m, self.flat, 128)
         self.dropout = nn.Dropout(0.5)
         self.out = GroupedLinear(m, 128, num_classes)
 
@@ -53,11 +70,36 @@ class ModalityClassifiers(nn.Module):
         """The 128-d penultimate features ``(M, B, 128)`` (used for the feature-space Frechet distance)."""
         # channels_last: about 2x faster grouped convolutions on CPU (oneDNN), same results up to rounding
         h = self.features(torch.cat(list(xs), dim=1).contiguous(memory_format=torch.channels_last))
-        h = h.reshape(h.shape[0], self.num_modalities, 980).transpose(0, 1)
+        h = h.reshape(h.shape[0], self.num_modalities, self.flat).transpose(0, 1)
         return F.relu(self.hidden(h))
 
     def forward(self, xs: Sequence[Tensor]) -> Tensor:
         return self.out(self.dropout(self.embed(xs)))
+
+
+def blur_and_contrast(xs: Sequence[Tensor], generator: torch.Generator) -> list[Tensor]:
+    """Training augmentation for a judge that reads decoder means fairly: generated images are blurrier and
+    lower in contrast than data. Per image: a Gaussian blur (sigma 0 to 1.5 pixels, one of four strengths) and
+    the contrast scaled by 0.4 to 1 around the image's mean."""
+    out = []
+    for x in xs:
+        n = x.shape[0]
+        level = torch.randint(0, 4, (n,), generator=generator)
+        blurred = x.clone()
+        for k, sigma in ((1, 0.6), (2, 1.0), (3, 1.5)):
+            chosen = level == k
+            if chosen.any():
+                t = torch.arange(-3, 4, dtype=x.dtype)
+                kernel = torch.exp(-t**2 / (2 * sigma**2))
+                kernel = (kernel / kernel.sum()).to(x.device)
+                y = x[chosen].reshape(-1, 1, *x.shape[-2:])
+                y = F.conv2d(F.pad(y, (3, 3, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+                y = F.conv2d(F.pad(y, (0, 0, 3, 3), mode="replicate"), kernel.view(1, 1, -1, 1))
+                blurred[chosen] = y.reshape(-1, *x.shape[1:])
+        contrast = (0.4 + 0.6 * torch.rand(n, 1, 1, 1, generator=generator)).to(x.device, x.dtype)
+        mean = blurred.mean(dim=(1, 2, 3), keepdim=True)
+        out.append((mean + contrast * (blurred - mean)).clamp(0, 1))
+    return out
 
 
 @contextmanager
@@ -90,7 +132,7 @@ def accuracy(classifiers: ModalityClassifiers, data: MultimodalDataset, batch_si
 
 def select_groups(model: ModalityClassifiers, members: Sequence[int]) -> ModalityClassifiers:
     """A new classifier set made of copies of ``model``'s classifiers ``members`` (in that order)."""
-    part = ModalityClassifiers(len(members))
+    part = ModalityClassifiers(len(members), arch=model.arch)
     m, index = model.num_modalities, torch.as_tensor(list(members))
     part.load_state_dict({k: v.reshape(m, -1, *v.shape[1:])[index].reshape(-1, *v.shape[1:]).clone()
                           for k, v in model.state_dict().items()})
@@ -107,7 +149,8 @@ def replace_groups(model: ModalityClassifiers, members: Sequence[int], part: Mod
 
 def train_classifiers(train: MultimodalDataset, epochs: int = 20, batch_size: int = 128, lr: float = 3e-3,
                       seed: int = 0, progress: bool = True, init: ModalityClassifiers | None = None,
-                      fresh: Callable[[int], MultimodalDataset] | None = None) -> ModalityClassifiers:
+                      fresh: Callable[[int], MultimodalDataset] | None = None, arch: str = "authors",
+                      augment: bool = False) -> ModalityClassifiers:
     """Train the M classifiers jointly (summed cross-entropy; the groups do not share weights), with Adam and
     a cosine learning-rate decay to zero over all steps.
 
@@ -115,9 +158,12 @@ def train_classifiers(train: MultimodalDataset, epochs: int = 20, batch_size: in
         init: start from these weights (a copy is trained) instead of a random initialisation.
         fresh: ``fresh(epoch)`` returns that epoch's training data (e.g. new background crops); its size must
             be ``len(train)``. Default: ``train`` in every epoch.
+        arch: the judges' architecture (:data:`JUDGE_ARCHITECTURES`).
+        augment: train on :func:`blur_and_contrast` versions of the images (a judge for decoder means).
     """
     torch.manual_seed(seed)
-    model = ModalityClassifiers(train.num_modalities)
+    model = ModalityClassifiers(train.num_modalities, arch=arch)
+    noise = torch.Generator().manual_seed(seed + 1)
     if init is not None:
         model.load_state_dict(init.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -131,7 +177,7 @@ def train_classifiers(train: MultimodalDataset, epochs: int = 20, batch_size: in
         bar = tqdm(data.batches(batch_size, shuffle=True, generator=order), total=data.num_batches(batch_size),
                    desc=f"classifiers epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for batch in bar:
-            logits = model(batch.x)  # (M, B, 10)
+            logits = model(blur_and_contrast(batch.x, noise) if augment else batch.x)  # (M, B, 10)
             loss = F.cross_entropy(logits.flatten(0, 1), batch.label.repeat(train.num_modalities))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -140,9 +186,11 @@ def train_classifiers(train: MultimodalDataset, epochs: int = 20, batch_size: in
     return model.eval()
 
 
-def classifier_dir() -> Path:
-    """Where the shipped classifiers live (the checkout's ``data/`` when available)."""
-    return artifacts_dir() / "classifiers" / "polymnist"
+def classifier_dir(name: str = "polymnist") -> Path:
+    """Where the shipped classifiers live (the checkout's ``data/`` when available): ``polymnist`` is the judge
+    of every coherence number, ``polymnist-judge2`` a second set (another architecture and seed, trained on
+    blurred, low-contrast images) that shows how much coherence depends on the judge."""
+    return artifacts_dir() / "classifiers" / name
 
 
 TRAIN_COMMAND = "python -m mopoe_lib.evaluation.classifiers train"
@@ -169,7 +217,7 @@ def load_classifiers(folder: Path | None = None, map_location: str = "cpu") -> M
     folder = folder or classifier_dir()
     meta = read_json(folder / "classifiers.json", TRAIN_COMMAND)
     verify_file(folder / "classifiers.safetensors", meta["sha256"], TRAIN_COMMAND)
-    model = ModalityClassifiers(meta.get("num_modalities", 5))
+    model = ModalityClassifiers(meta.get("num_modalities", 5), arch=meta.get("arch", "authors"))
     model.load_state_dict(load_file(str(folder / "classifiers.safetensors"), device=map_location))
     return model.eval()
 
@@ -189,6 +237,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--fresh-crops", action="store_true",
                     help="draw new training tuples (pairings and background crops) for every epoch")
     tr.add_argument("--finetune", action="store_true", help="start from the shipped classifiers' weights")
+    tr.add_argument("--arch", choices=JUDGE_ARCHITECTURES, default="authors")
+    tr.add_argument("--augment", action="store_true", help="train on blurred, low-contrast images (second judge)")
     sh = sub.add_parser("show", help="print the shipped classifiers' accuracies")
     sh.add_argument("--out", type=Path, default=None, help="another classifier folder")
     return parser
@@ -213,10 +263,10 @@ def _train_command(args: argparse.Namespace, folder: Path, command: str) -> int:
     part = train_classifiers(train, args.epochs, lr=args.lr, seed=args.seed,
                              init=select_groups(shipped, members) if args.finetune and shipped is not None else None,
                              fresh=(lambda epoch: fresh_training_tuples(len(train), args.seed, epoch, wanted))
-                             if args.fresh_crops else None)
+                             if args.fresh_crops else None, arch=args.arch, augment=args.augment)
     options = {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "fresh_crops": args.fresh_crops,
-               "finetune": args.finetune, "train_seconds": round(time.perf_counter() - start, 1),
-               "command": command}
+               "finetune": args.finetune, "arch": args.arch, "augment": args.augment,
+               "train_seconds": round(time.perf_counter() - start, 1), "command": command}
     if partial:
         assert shipped is not None
         before = accuracy(shipped, test)
