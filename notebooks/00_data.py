@@ -32,19 +32,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import mopoe_lib
+from mopoe_lib.book import book_setup
 from mopoe_lib.data import load_mnist, load_polymnist, prepare_polymnist
 from mopoe_lib.data.backgrounds import default_backgrounds
 from mopoe_lib.data.polymnist import BINARIZE_THRESHOLD, render_modality
-from mopoe_lib.settings import data_dir, run_mode, seed_everything
-from mopoe_lib.viz import image_grid, set_style
+from mopoe_lib.settings import data_dir
+from mopoe_lib.viz import image_grid
 
-MODE = run_mode()  # "fast" (default, CI, laptops) or "full"; set MOPOE_MODE=full for the paper-scale data
-FAST = MODE == "fast"
-SEED = 0
-seed_everything(SEED)
-set_style()
-print(f"mopoe_lib {mopoe_lib.__version__} | torch {torch.__version__} | mode {MODE} | data in {data_dir()}")
+MODE, FAST, SEED, DEVICE = book_setup(seed=0)
+print(f"data in {data_dir()}")
 
 # %% [markdown]
 # ## 1. Ingredients

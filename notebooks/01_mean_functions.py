@@ -33,20 +33,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import mopoe_lib
+from mopoe_lib.book import book_setup
 from mopoe_lib.fusion import SubsetMixture, full_set, powerset, singletons
 from mopoe_lib.objectives import OBJECTIVES, make_objective
-from mopoe_lib.settings import run_mode, seed_everything
 from mopoe_lib.toy import LinearGaussianToy
-from mopoe_lib.viz import set_style
 
-MODE = run_mode()
-FAST = MODE == "fast"
-SEED = 0
-seed_everything(SEED)
-set_style()
+MODE, FAST, SEED, DEVICE = book_setup(seed=0)
 torch.set_default_dtype(torch.float64)  # the exact checks below are cleaner in double precision
-print(f"mopoe_lib {mopoe_lib.__version__} | torch {torch.__version__} | mode {MODE}")
 
 # %% [markdown]
 # ## 1. Three ways to average experts

@@ -35,27 +35,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import mopoe_lib
-from mopoe_lib.book import load_or_train
+from mopoe_lib.book import book_setup, load_or_train
 from mopoe_lib.config import get_config
 from mopoe_lib.data import load_polymnist
 from mopoe_lib.integrity import read_json
 from mopoe_lib.runs import find_pretrained, read_metrics
-from mopoe_lib.settings import repo_root, run_mode, seed_everything
-from mopoe_lib.viz import image_grid, set_style
+from mopoe_lib.settings import repo_root
+from mopoe_lib.viz import image_grid
 
-MODE = run_mode()
-FAST = MODE == "fast"
-SEED = 0
-seed_everything(SEED)
-set_style()
+MODE, FAST, SEED, DEVICE = book_setup(seed=0)
 MODELS = ("mvae", "mmvae", "mopoe")
 # The switch: load the compact models shipped in data/pretrained/ when they exist (trained on CPU on the full
 # data set), instead of training here. Set to False to always train in this notebook.
 USE_PRETRAINED = True
 SCALE = "fast" if FAST else "full"  # FAST: 6k tuples, compact nets, minutes on CPU; FULL: the paper (GPU)
-print(f"mopoe_lib {mopoe_lib.__version__} | torch {torch.__version__} | mode {MODE} | "
-      f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
 print({m: bool(find_pretrained(f"polymnist-compact-{m}")) for m in MODELS}, "<- shipped models available")
 
 # %% [markdown]

@@ -34,22 +34,15 @@ from IPython.display import display
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-import mopoe_lib
-from mopoe_lib.book import book_models
+from mopoe_lib.book import book_models, book_setup
 from mopoe_lib.data import load_polymnist
 from mopoe_lib.evaluation import latent_probe, subset_posteriors
 from mopoe_lib.fusion import powerset
-from mopoe_lib.settings import run_mode, seed_everything
-from mopoe_lib.viz import set_style, subset_picker
+from mopoe_lib.viz import subset_picker
 
-MODE = run_mode()
-FAST = MODE == "fast"
-SEED = 0
-seed_everything(SEED)
-set_style()
+MODE, FAST, SEED, DEVICE = book_setup(seed=0)
 USE_PRETRAINED = True  # the shipped compact models when present; False: the runs of chapter 2
 N_POINTS = 1000 if FAST else 5000  # test tuples embedded
-print(f"mopoe_lib {mopoe_lib.__version__} | torch {torch.__version__} | mode {MODE}")
 
 # %% [markdown]
 # ## 1. The models

@@ -32,8 +32,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-import mopoe_lib
-from mopoe_lib.book import book_models
+from mopoe_lib.book import book_models, book_setup
 from mopoe_lib.data import load_polymnist
 from mopoe_lib.evaluation import (
     coherence_by_num_inputs,
@@ -46,18 +45,12 @@ from mopoe_lib.evaluation import (
 )
 from mopoe_lib.evaluation.classifiers import classifier_dir
 from mopoe_lib.runs import find_pretrained
-from mopoe_lib.settings import run_mode, seed_everything
-from mopoe_lib.viz import coherence_heatmap, image_grid, set_style, subset_picker
+from mopoe_lib.viz import coherence_heatmap, image_grid, subset_picker
 
-MODE = run_mode()
-FAST = MODE == "fast"
-SEED = 0
-seed_everything(SEED)
-set_style()
+MODE, FAST, SEED, DEVICE = book_setup(seed=0)
 USE_PRETRAINED = True  # the shipped compact models when present; False: the runs of chapter 2
 N_TEST = 200 if FAST else 10_000  # test tuples for coherence
 N_LIKELIHOOD, K_LIKELIHOOD = (100, 50) if FAST else (1000, 1000)  # points and importance samples
-print(f"mopoe_lib {mopoe_lib.__version__} | torch {torch.__version__} | mode {MODE}")
 
 # %% [markdown]
 # ## 1. Models and classifiers

@@ -32,24 +32,16 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-import mopoe_lib
-from mopoe_lib.book import book_models, record
+from mopoe_lib.book import book_models, book_setup, record
 from mopoe_lib.data import load_polymnist
 from mopoe_lib.evaluation import conditional_log_likelihood, log_likelihood
 from mopoe_lib.fusion import full_set, powerset, singletons
-from mopoe_lib.settings import run_mode, seed_everything
 from mopoe_lib.toy import LinearGaussianToy
-from mopoe_lib.viz import set_style
 
-MODE = run_mode()
-FAST = MODE == "fast"
-SEED = 0
-seed_everything(SEED)
-set_style()
+MODE, FAST, SEED, DEVICE = book_setup(seed=0)
 USE_PRETRAINED = True  # the shipped compact models when present; False: the runs of chapter 2
 KS = [1, 4, 16, 64] if FAST else [1, 4, 16, 64, 256, 1000, 4000]
 N_POINTS = 40 if FAST else 1000  # PolyMNIST test tuples
-print(f"mopoe_lib {mopoe_lib.__version__} | torch {torch.__version__} | mode {MODE}")
 
 # %% [markdown]
 # ## 1. An exact check

@@ -38,8 +38,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-import mopoe_lib
-from mopoe_lib.book import load_or_train
+from mopoe_lib.book import book_setup, load_or_train
 from mopoe_lib.config import get_config, load_dataset
 from mopoe_lib.data import MissingDataError
 from mopoe_lib.data.text import ALPHABET, decode
@@ -51,18 +50,13 @@ from mopoe_lib.evaluation.mst import (
     load_mst_classifiers,
     train_digit_classifier,
 )
-from mopoe_lib.settings import run_mode, seed_everything
-from mopoe_lib.viz import set_style, subset_picker, to_display
+from mopoe_lib.viz import subset_picker, to_display
 
-MODE = run_mode()
-FAST = MODE == "fast"
-SEED = 0
-seed_everything(SEED)
-set_style()
+MODE, FAST, SEED, DEVICE = book_setup(seed=0)
 SOURCE = "street"  # "svhn" once the real .mat files are in data/raw/svhn/
 MODELS = ("mvae", "mmvae", "mopoe")
 configs = {m: get_config(f"mst-{'fast' if FAST else 'full'}-{m}", data_source=SOURCE, seed=SEED) for m in MODELS}
-print(f"mopoe_lib {mopoe_lib.__version__} | torch {torch.__version__} | mode {MODE} | source {SOURCE}")
+print(f"colour digits: {SOURCE}")
 
 # %% [markdown]
 # ## 1. The triples

@@ -33,27 +33,20 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from IPython.display import display
 
-import mopoe_lib
-from mopoe_lib.book import load_or_train
+from mopoe_lib.book import book_setup, load_or_train
 from mopoe_lib.config import get_config
 from mopoe_lib.evaluation import SuiteOptions, collect_results, evaluate_run, published_rows, seed_summary
-from mopoe_lib.settings import repo_root, run_mode, seed_everything
-from mopoe_lib.viz import set_style
+from mopoe_lib.settings import repo_root
 
-MODE = run_mode()
-FAST = MODE == "fast"
-seed_everything(0)
-set_style()
+MODE, FAST, SEED, DEVICE = book_setup(seed=0)
 SCALE = "fast" if FAST else "full"
 SEEDS = (0,) if FAST else (0, 1, 2)  # FAST: one seed, to stay within minutes; FULL: the spread over 3 seeds
 MODELS = ("mvae", "mmvae", "mopoe")
 OPTIONS = SuiteOptions(test_samples=300, probe_train=300, likelihood_points=40, likelihood_samples=20) if FAST \
     else SuiteOptions(test_samples=10_000, probe_train=500, likelihood_points=1000, likelihood_samples=1000)
-pd.set_option("display.width", 160)
-print(f"mopoe_lib {mopoe_lib.__version__} | torch {torch.__version__} | mode {MODE} | seeds {SEEDS}")
+print(f"seeds: {SEEDS}")
 
 # %% [markdown]
 # ## 1. This mode's runs, evaluated
