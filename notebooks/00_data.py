@@ -177,7 +177,7 @@ def show_tuple(index: int = 0, split: str = "train") -> None:
     plt.show()
 
 
-widgets.interact(show_tuple, index=widgets.IntSlider(0, 0, len(train) - 1, continuous_update=False),
+_ = widgets.interact(show_tuple, index=widgets.IntSlider(0, 0, len(train) - 1, continuous_update=False),
                  split=widgets.ToggleButtons(options=["train", "test"]))
 
 # %% [markdown]

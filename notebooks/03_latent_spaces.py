@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from IPython.display import display
 from sklearn.decomposition import PCA
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.manifold import TSNE
 
 from mopoe_lib.book import book_models, book_setup
@@ -80,37 +81,50 @@ posteriors = {name: subset_posteriors(run.model, test, SUBSETS) for name, run in
 print({name: tuple(mu.shape) for name, (mu, _) in posteriors.items()})
 
 # %% [markdown]
-# ## 3. Embeddings in two dimensions
+# ## 3. Where the digit lives
 #
-# For each model we fit one PCA on the posterior means of the *full* set, and project every subset's means
-# into those axes, so the panels of a row share coordinates. Read a row from left to right: one modality, then
-# two, ... all five. A posterior that knows the digit puts tuples of the same digit together.
+# A posterior that knows the digit puts tuples of the same digit together, but not necessarily along the
+# directions a picture shows first. **PCA** keeps the two directions along which the posterior means vary most
+# across tuples; in PolyMNIST most of that variation is each modality's own background (which part of the
+# photograph, how bright, how colourful), which no other modality shares. The digit can then sit in directions
+# of smaller variance: a linear probe finds them, PCA does not show them. **Linear discriminant analysis** (LDA)
+# shows them: it looks for the directions that separate the digits, fitted here on the posterior means of 1000
+# *training* tuples (so the test tuples drawn are held out). Read a row from left to right: one modality, then
+# all five, each seen by PCA and by LDA.
 
 # %%
-growing = [tuple(range(k + 1)) for k in range(M)]
-fig, axes = plt.subplots(len(MODELS), M, figsize=(2.6 * M, 2.6 * len(MODELS)), squeeze=False)
+train_points = load_polymnist("train", "fast" if FAST else "full").subset(torch.arange(1000))
+train_labels = train_points.labels.numpy()
+train_posteriors = {name: subset_posteriors(run.model, train_points, SUBSETS)[0] for name, run in runs.items()}
+views = [((0,), "PCA"), ((0,), "LDA"), (tuple(range(M)), "PCA"), (tuple(range(M)), "LDA")]
+fig, axes = plt.subplots(len(MODELS), len(views), figsize=(2.6 * len(views), 2.5 * len(MODELS)), squeeze=False,
+                         layout="constrained")
 for r, name in enumerate(MODELS):
-    mu = posteriors[name][0]
-    pca = PCA(2, random_state=SEED).fit(mu[subset_index[tuple(range(M))]].numpy())
-    for c, members in enumerate(growing):
-        xy = pca.transform(mu[subset_index[members]].numpy())
+    for c, (members, method) in enumerate(views):
+        k = subset_index[members]
+        fitted = train_posteriors[name][k].numpy()
+        projection = PCA(2, random_state=SEED).fit(fitted) if method == "PCA" else \
+            LinearDiscriminantAnalysis(n_components=2).fit(fitted, train_labels)
+        xy = projection.transform(posteriors[name][0][k].numpy())
         ax = axes[r][c]
-        ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=3, vmin=-0.5, vmax=9.5)
         ax.set_xticks([])
         ax.set_yticks([])
         if r == 0:
-            ax.set_title("{" + ",".join(f"m{m}" for m in members) + "}", fontsize=9)
+            inputs = names[members[0]] if len(members) == 1 else "all five"
+            ax.set_title(f"{method}, q(z | {inputs})", fontsize=9)
         if c == 0:
             ax.set_ylabel(name)
-fig.suptitle("PCA of subset posterior means, coloured by digit (axes fitted on the full set)")
+fig.colorbar(points, ax=axes, ticks=range(10), label="digit", shrink=0.6)
 plt.show()
 
 # %% [markdown]
-# PCA keeps only the two directions of largest variance. t-SNE keeps neighbourhoods instead, which shows
-# clusters that PCA folds onto each other. Here: the MoPoE's posterior from one modality vs from all five.
+# t-SNE keeps neighbourhoods instead of directions. Its neighbourhoods are those of the whole 64-dimensional
+# mean, so they group tuples by whatever dominates the distances: the digit only where the posterior encodes
+# little else. Here the MoPoE's posterior from one modality and from all five.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8), layout="constrained")
 for ax, members in zip(axes, [(0,), tuple(range(M))]):
     xy = TSNE(2, init="pca", perplexity=30, random_state=SEED).fit_transform(
         posteriors["mopoe"][0][subset_index[members]].numpy())
@@ -118,7 +132,7 @@ for ax, members in zip(axes, [(0,), tuple(range(M))]):
     ax.set_title(f"MoPoE, t-SNE of q(z | {', '.join(names[m] for m in members)})", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-fig.colorbar(points, ax=axes, ticks=range(10), label="digit")
+fig.colorbar(points, ax=axes, ticks=range(10), label="digit", shrink=0.8)
 plt.show()
 
 # %% [markdown]
@@ -194,7 +208,7 @@ for ax in (left, right):
     ax.set_xticks(range(1, M + 1))
     ax.legend(fontsize=8)
 plt.show()
-print("probe accuracy by number of inputs:", {n: [round(a, 3) for a in v] for n, v in probe_table.items()})
+print("probe accuracy by number of inputs:", {n: [round(float(a), 3) for a in v] for n, v in probe_table.items()})
 
 # %% [markdown]
 # ## Summary

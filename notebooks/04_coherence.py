@@ -44,6 +44,7 @@ from mopoe_lib.evaluation import (
     read_tables,
 )
 from mopoe_lib.evaluation.classifiers import classifier_dir
+from mopoe_lib.integrity import read_json
 from mopoe_lib.runs import find_pretrained
 from mopoe_lib.viz import coherence_heatmap, image_grid, subset_picker
 
@@ -63,8 +64,8 @@ N_LIKELIHOOD, K_LIKELIHOOD = (100, 50) if FAST else (1000, 1000)  # points and i
 runs = book_models("fast" if FAST else "full", use_pretrained=USE_PRETRAINED, seed=SEED)
 MODELS = tuple(runs)
 classifiers = load_classifiers()
-print("classifier test accuracy per modality:",
-      pd.read_json(classifier_dir() / "classifiers.json", typ="series")["test_accuracy"])
+judges = read_json(classifier_dir() / "classifiers.json")
+print("classifier test accuracy:", ", ".join(f"{n} {a:.3f}" for n, a in zip(judges["modalities"], judges["test_accuracy"])))
 names = runs["mopoe"].model.names
 M = len(names)
 test = load_polymnist("test", "fast" if FAST else "full")

@@ -8,6 +8,7 @@ pytest's captured process intermittently stalled here.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,9 +41,47 @@ def test_chapter_executes_in_fast_mode(name, tmp_path):
     code_cells = [c for c in notebook.cells if c.cell_type == "code"]
     assert code_cells and all(c.get("execution_count") for c in code_cells)
     assert any("image/png" in o.get("data", {}) for c in code_cells for o in c.outputs), "no figure drawn"
+    assert stray_outputs(notebook) == []
     check = LIBRARY_CHECKS.get(name)
     if check is not None:
         check(read_records(records_path(tmp_path, Path(name))))
+
+
+#: what a reader should never see in an executed chapter: warnings, and the repr of an object instead of a
+#: number or a figure (a function, numpy scalars, unrounded floats, matplotlib objects)
+STRAY = re.compile(r"Warning|<function |np\.float\d*\(|\d\.\d{9,}|<matplotlib\.|^\[<|^Text\(", re.M)
+PROGRESS = re.compile(r"\d+%\||it/s|s/it")
+
+
+def stray_outputs(notebook) -> list[str]:
+    """``cell N: text`` for each output of an executed notebook that is a warning or a stray repr."""
+    found = []
+    for number, cell in enumerate(notebook.cells, start=1):
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.output_type == "stream":
+                text = output.text if output.name == "stdout" or not PROGRESS.search(output.text) else ""
+            elif output.output_type == "execute_result":
+                text = output.get("data", {}).get("text/plain", "") if "text/html" not in output.get("data", {}) \
+                    and "image/png" not in output.get("data", {}) else ""
+            else:
+                text = ""
+            if STRAY.search(text):
+                found.append(f"cell {number}: {text.strip()[:160]}")
+    return found
+
+
+def test_the_stray_output_check_finds_warnings_and_reprs():
+    cell = nbformat.v4.new_code_cell("x")
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    for text, kind in [("UserWarning: tight_layout", "stderr"), ("[np.float64(0.532)]", "stdout"),
+                       ("0.9894000000000001", "stdout")]:
+        cell.outputs = [nbformat.v4.new_output("stream", name=kind, text=text)]
+        assert len(stray_outputs(notebook)) == 1, text
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "<function show at 0x1>"})]
+    assert len(stray_outputs(notebook)) == 1
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="epoch 1:  50%|##   | 2/4 [1.2it/s]"),
+                    nbformat.v4.new_output("stream", name="stdout", text="coherence 0.53")]
+    assert stray_outputs(notebook) == []
 
 
 def _conditional_likelihood_comes_from_the_library(records: dict) -> None:
