@@ -47,6 +47,7 @@ from mopoe_lib.evaluation.bound import evaluate_bound
 from mopoe_lib.evaluation.classifiers import load_classifiers
 from mopoe_lib.evaluation.coherence import coherence_by_num_inputs
 from mopoe_lib.evaluation.latent import latent_probe
+from mopoe_lib.evaluation.results import judges_for
 from mopoe_lib.integrity import read_json, write_json
 from mopoe_lib.runs import latest_checkpoint
 from mopoe_lib.train import load_training_data, train
@@ -117,8 +118,9 @@ def _keyed(by_num_inputs: dict[int, float]) -> dict[str, float]:
     return {str(k): round(v, 4) for k, v in sorted(by_num_inputs.items())}
 
 
-def load_judges(folders: list[Path]) -> dict[str, Any]:
-    judges = {"shipped": load_classifiers()}
+def load_judges(config, folders: list[Path]) -> dict[str, Any]:
+    """The data set's shipped judges (``shipped``) and any other PolyMNIST classifier folders, by folder name."""
+    judges = {"shipped": judges_for(config)[0]}
     for folder in folders:
         judges[folder.name] = load_classifiers(folder)
     return judges
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     train_data, test_data = load_training_data(config)
     test = test_data.subset(torch.arange(min(args.test_samples, len(test_data))))
-    judges = load_judges([Path(j) for j in args.judge])
+    judges = load_judges(config, [Path(j) for j in args.judge])
     if results_path.is_file() and latest_checkpoint(run_dir) is not None:
         results = read_json(results_path)
         if results["config"] != config.to_dict():
@@ -181,10 +183,10 @@ def rejudge(args: argparse.Namespace) -> None:
     """Score the saved snapshots of finished runs with more judges (adds ``coherence/<judge>`` entries)."""
     from mopoe_lib.evaluation.coherence import conditional_coherence_by_judge
 
-    judges = load_judges([Path(j) for j in args.judge])
     for path in map(Path, args.results):
         results = read_json(path)
         config = get_config(results["experiment"]).__class__.from_dict(results["config"])
+        judges = {k: v for k, v in load_judges(config, [Path(j) for j in args.judge]).items() if k != "shipped"}
         _, test_data = load_training_data(config)
         test = test_data.subset(torch.arange(results["test_samples"]))
         model = build_model(config, test.num_modalities, test.names)
@@ -197,7 +199,7 @@ def rejudge(args: argparse.Namespace) -> None:
                                                              progress=False).items():
                 point[f"coherence/{name}"] = _keyed(coherence_by_num_inputs(rows))
         write_json(path, results)
-        print(f"{path}: judged by {', '.join(judges)}")
+        print(f"{path}: judged by {', '.join(judges) or 'no new judge'}")
 
 
 # ----------------------------------------------------------------------------------------- table and plot
@@ -207,18 +209,37 @@ def _rows(paths: list[Path]) -> list[dict[str, Any]]:
     return [read_json(p) for p in sorted(paths)]
 
 
+def _at(points: list[dict[str, Any]], minutes: float | None) -> dict[str, Any] | None:
+    """The last point at or before ``minutes`` (the last point of all when ``None``)."""
+    if minutes is None:
+        return points[-1] if points else None
+    before = [p for p in points if p["minutes"] <= minutes + 0.05]
+    return before[-1] if before else None
+
+
 def table(args: argparse.Namespace) -> None:
-    """Markdown: per results file, the point at each requested minute (the last one at or before it)."""
-    print("| label | experiment | seed | minutes | step | coherence 1/2/3/4 | probe 1/5 | test bound | KL |")
-    print("|---|---|---|--:|--:|---|---|--:|--:|")
+    """Markdown: every point of each results file, or (``--at``) one row per file at a training-time budget."""
+    lines = ["| label | experiment | seed | minutes | step | steps/min | load | coherence 1/2/3/4 | second judge | "
+             "probe 1/5 | test bound | KL |", "|---|---|---|--:|--:|--:|--:|---|---|---|--:|--:|"]
     for results in _rows(list(map(Path, args.results))):
-        for point in results["points"]:
-            if args.last and point is not results["points"][-1]:
-                continue
+        points = results["points"] if args.at is None and not args.last else \
+            [p for p in [_at(results["points"], args.at)] if p is not None]
+        for point in points:
             c, p = point["coherence/shipped"], point["probe"]
-            print(f"| {results['label']} | {results['experiment']} | {results['seed']} | {point['minutes']:.1f} | "
-                  f"{point['global_step']} | {' / '.join(f'{v:.2f}' for v in c.values())} | "
-                  f"{p['1']:.2f} / {p[max(p, key=int)]:.2f} | {point['elbo']:.0f} | {point['kl']:.1f} |")
+            judge = next((v for k, v in point.items() if k.startswith("coherence/") and k != "coherence/shipped"),
+                         None)
+            second = " / ".join(f"{v:.2f}" for v in judge.values()) if judge else ""
+            load = sum(q["loadavg"] for q in results["points"] if q["minutes"] <= point["minutes"]) / \
+                len([q for q in results["points"] if q["minutes"] <= point["minutes"]])
+            lines.append(f"| {results['label']} | {results['experiment']} | {results['seed']} | "
+                         f"{point['minutes']:.1f} | {point['global_step']} | "
+                         f"{point['global_step'] / max(point['minutes'], 1e-9):.0f} | {load:.1f} | "
+                         f"{' / '.join(f'{v:.2f}' for v in c.values())} | {second} | "
+                         f"{p['1']:.2f} / {p[max(p, key=int)]:.2f} | {point['elbo']:.0f} | {point['kl']:.1f} |")
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text, end="")
 
 
 def plot(args: argparse.Namespace) -> None:
@@ -270,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table", help="markdown table of results files")
     t.add_argument("results", nargs="+")
     t.add_argument("--last", action="store_true", help="only the last point of each run")
+    t.add_argument("--at", type=float, default=None, help="one row per run: the point at this many minutes")
+    t.add_argument("--out", default=None, help="also write the table to this markdown file")
     p = sub.add_parser("plot", help="coherence and test bound against training minutes")
     p.add_argument("results", nargs="+")
     p.add_argument("--out", default=str(RESULTS / "curves.png"))
