@@ -178,6 +178,9 @@ class ExperimentConfig:
     data_seed: int = 0
     data_root: str = ""  # celeba: folder with the downloaded files ("" -> <data folder>/raw/celeba)
     train_subset: int = 0  # use only the first n training tuples (0: all)
+    missing: str = "none"  # which modalities training tuples have: none, mcar:<rate>, complete:<fraction>
+    missing_seed: int = 0
+    drop_incomplete: bool = False  # the baseline: train only on the complete tuples
     # model
     architecture: str = "compact"
     latent_dim: int = 64
@@ -282,6 +285,9 @@ def _validate(config: ExperimentConfig) -> None:
     _validate_ranges(c)
     if c.eval_coherence and not c.spec.judged:
         raise ValueError(f"eval_coherence needs shipped digit classifiers, which {c.dataset} has not; use 0")
+    from .data.missing import parse_missing
+
+    parse_missing(c.missing, len(c.spec.modalities))
     if c.style_dim and c.dataset == "polymnist":
         raise ValueError("style_dim needs per-modality networks; the PolyMNIST networks are grouped (use 0)")
     c.objective_config  # noqa: B018 -- validates the objective's options (names the bad one)
@@ -290,7 +296,8 @@ def _validate(config: ExperimentConfig) -> None:
 def _validate_ranges(c: ExperimentConfig) -> None:
     positive = ("latent_dim", "batch_size", "eval_every_epochs", "checkpoint_every_epochs", "keep_checkpoints")
     non_negative = ("style_dim", "epochs", "max_steps", "threads", "eval_samples", "eval_coherence",
-                    "checkpoint_every_steps", "train_subset", "kl_anneal_steps", "data_seed", "lr_warmup_steps")
+                    "checkpoint_every_steps", "train_subset", "kl_anneal_steps", "data_seed", "lr_warmup_steps",
+                    "missing_seed")
     for name in positive:
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(c, name)}")

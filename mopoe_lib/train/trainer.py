@@ -89,8 +89,17 @@ def lr_at(config: ExperimentConfig, step: int, total_steps: int) -> float:
 
 
 def load_training_data(config: ExperimentConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
-    """``(train, test)`` of the config's data set; ``train_subset`` keeps the first training tuples."""
+    """``(train, test)`` of the config's data set: the training tuples with the config's missingness (a recorded
+    mask, :mod:`mopoe_lib.data.missing`; only the complete ones with ``drop_incomplete``), the first
+    ``train_subset`` of them; the test tuples complete."""
     train, test = load_dataset(config, "train"), load_dataset(config, "test")
+    if config.missing != "none":
+        from ..data.missing import recorded_availability
+
+        name = f"{config.dataset}-{config.data_variant}-{config.data_source or 'default'}-seed{config.data_seed}"
+        mask = recorded_availability(config.missing, len(train), train.num_modalities, config.missing_seed, name)
+        train = train.subset(torch.nonzero(mask.all(dim=1)).flatten()) if config.drop_incomplete else \
+            train.with_availability(mask)
     if config.train_subset:
         train = train.subset(torch.arange(min(config.train_subset, len(train))))
     return train, test

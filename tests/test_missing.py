@@ -1,0 +1,163 @@
+"""Learning from incomplete data: missingness masks, objectives on masked batches, training end to end.
+
+The exact linear-Gaussian toy gives the reference: with missing modalities a tuple's bound is a bound on the
+marginal likelihood of what is observed, log p(X_obs), and the MVAE's (its product posterior of the observed
+experts and the prior is exact there) equals it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mopoe_lib.config import get_config
+from mopoe_lib.data.missing import availability, parse_missing, recorded_availability
+from mopoe_lib.integrity import ChecksumError
+from mopoe_lib.objectives import OBJECTIVES, make_objective
+from mopoe_lib.toy import LinearGaussianToy
+
+MODELS = ("mvae", "mmvae", "mopoe")
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 300), m=st.integers(1, 6), rate=st.floats(0.0, 0.95), seed=st.integers(0, 10**6))
+def test_mcar_masks_are_deterministic_and_leave_every_tuple_a_modality(n, m, rate, seed):
+    mask = availability(f"mcar:{rate}", n, m, seed)
+    assert mask.shape == (n, m) and mask.dtype == torch.bool and bool(mask.any(dim=1).all())
+    assert torch.equal(mask, availability(f"mcar:{rate}", n, m, seed))
+
+
+def test_mcar_rates_and_complete_fractions_are_what_was_asked():
+    n = 40_000
+    mask = availability("mcar:0.1,0.2,0.3,0.4,0.5", n, 5, seed=3)
+    # conditioned on a non-empty row the rates shift slightly (P(empty) = 0.012 here): compare with that
+    rates = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    empty = float(rates.prod())
+    expected = (rates - empty) / (1 - empty)
+    observed = 1 - mask.float().mean(dim=0)
+    assert torch.allclose(observed, expected, atol=4 * math.sqrt(0.25 / n))
+    mask = availability("complete:0.3", n, 5, seed=4)
+    complete = mask.all(dim=1)
+    assert abs(float(complete.float().mean()) - 0.3) < 4 * math.sqrt(0.21 / n)
+    incomplete = mask[~complete]
+    assert bool(incomplete.any(dim=1).all()) and not bool(incomplete.all(dim=1).any())
+    counts = torch.bincount((incomplete.long() * 2 ** torch.arange(5)).sum(dim=1), minlength=32)[1:31]
+    assert counts.min() > 0.7 * counts.float().mean()  # every proper subset, about equally often
+    assert bool(availability("none", 10, 3).all()) and bool(availability("complete:1", 10, 3).all())
+
+
+def test_bad_mechanisms_name_the_valid_forms():
+    for spec in ("mcar", "mcar:1.0", "mcar:-0.1", "complete:1.5", "mnar:0.3", "mcar:abc", "complete:0.2,0.3"):
+        with pytest.raises(ValueError, match="none, mcar"):
+            parse_missing(spec)
+    with pytest.raises(ValueError, match="one per modality"):
+        parse_missing("mcar:0.1,0.2", num_modalities=5)
+    with pytest.raises(ValueError, match="missing="):
+        get_config("polymnist-fast-mopoe", missing="mcar:2")
+
+
+def test_recorded_masks_are_kept_with_their_checksum_and_verified(tmp_path):
+    first = recorded_availability("complete:0.5", 100, 5, 0, "toy", root=tmp_path)
+    again = recorded_availability("complete:0.5", 100, 5, 0, "toy", root=tmp_path)
+    assert torch.equal(first, again)
+    stored = next((tmp_path / "masks" / "toy").glob("*.npy"))
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 1
+    stored.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError):
+        recorded_availability("complete:0.5", 100, 5, 0, "toy", root=tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ the objectives
+
+
+@pytest.fixture
+def toy() -> LinearGaussianToy:
+    return LinearGaussianToy.random(num_modalities=3, latent_dim=2, obs_dim=3, noise=0.6, seed=5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_everything_available_gives_exactly_the_unmasked_objective(toy, name):
+    _, xs = toy.sample(64, torch.Generator().manual_seed(0))
+    model = toy.model(OBJECTIVES[name].prior_expert, exact_encoders=False)
+    plain = make_objective(name)(model, xs, generator=torch.Generator().manual_seed(1))
+    masked = make_objective(name)(model, xs, available=torch.ones(3, 64, dtype=torch.bool),
+                                  generator=torch.Generator().manual_seed(1))
+    assert torch.equal(plain.loss, masked.loss) and torch.equal(plain.per_row, masked.per_row)
+
+
+def _grads(model, objective, xs, available, seed=1):
+    model.zero_grad()
+    out = objective(model, xs, available=available, generator=torch.Generator().manual_seed(seed))
+    out.loss.backward()
+    return out, {k: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                 for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_missing_modality_changes_neither_the_loss_nor_a_gradient(toy, name):
+    _, xs = toy.sample(32, torch.Generator().manual_seed(0))
+    model = toy.model(OBJECTIVES[name].prior_expert, exact_encoders=False)
+    objective = make_objective(name)
+    available = torch.ones(3, 32, dtype=torch.bool)
+    available[1, ::2] = False  # modality 1 missing in every other row
+    out, grads = _grads(model, objective, xs, available)
+    changed = [x.clone() for x in xs]
+    changed[1][::2] = 1e3 * torch.randn_like(changed[1][::2])  # what is missing may be anything
+    out2, grads2 = _grads(model, objective, changed, available)
+    assert torch.equal(out.loss, out2.loss)
+    for key in grads:
+        assert torch.equal(grads[key], grads2[key]), key
+    # missing in every row of the batch: its encoder and decoder get no gradient at all
+    available[1] = False
+    _, grads = _grads(model, objective, xs, available)
+    for key, grad in grads.items():
+        if key.startswith(("encoders.1.", "decoders.1.")):
+            assert bool((grad == 0).all()), key
+    assert any(bool((g != 0).any()) for k, g in grads.items() if k.startswith("encoders.0."))
+
+
+def test_with_missing_modalities_every_bound_is_below_the_marginal_of_what_is_observed(toy):
+    """Per row, the bound is a bound on log p(X_obs); the MVAE's (exact posterior) equals it."""
+    n = 6000
+    _, xs = toy.sample(n, torch.Generator().manual_seed(0))
+    available = availability("complete:0.25", n, 3, seed=1).T.contiguous()  # (M, N)
+    exact = torch.empty(n, dtype=torch.float64)
+    for code in range(1, 8):
+        members = [m for m in range(3) if code >> m & 1]
+        rows = (available.T.long() * torch.tensor([1, 2, 4])).sum(dim=1) == code
+        if rows.any():
+            exact[rows] = toy.log_marginal([x[rows] for x in xs], members)
+    for name in MODELS:
+        model = toy.model(OBJECTIVES[name].prior_expert)  # exact experts
+        out = make_objective(name, unimodal_terms=False)(model, xs, available=available,
+                                                         generator=torch.Generator().manual_seed(2))
+        gap = exact - out.per_row
+        stderr = float(gap.std()) / math.sqrt(n)
+        assert float(gap.mean()) > -4 * stderr, name
+        if name == "mvae":
+            assert abs(float(gap.mean())) < 4 * stderr
+        else:
+            assert float(gap.mean()) > 10 * stderr  # the mixtures pay a gap
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_three_models_train_on_incomplete_polymnist(name, tmp_path):
+    from mopoe_lib.train import load_training_data, train
+
+    config = get_config(f"polymnist-fast-{name}", train_subset=256, batch_size=64, latent_dim=8, epochs=1,
+                        eval_samples=64, eval_coherence=0, missing="complete:0.3", missing_seed=1)
+    train_data, _ = load_training_data(config)
+    assert train_data.available is not None and 0.15 < float(train_data.available.all(dim=1).float().mean()) < 0.45
+    result = train(config, tmp_path / name, progress=False)
+    assert math.isfinite(result.metrics[-1]["train/loss"]) and "test/elbo" in result.metrics[-1]
+    baseline, _ = load_training_data(get_config(f"polymnist-fast-{name}", missing="complete:0.3", missing_seed=1,
+                                                drop_incomplete=True))
+    assert baseline.available is None and 0.25 < len(baseline) / 6000 < 0.35  # only the complete tuples
