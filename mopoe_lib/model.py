@@ -54,6 +54,13 @@ MIN_SCALE = 1e-3
 StyleParams = list[tuple[Tensor, Tensor] | None]
 
 
+def given_rows(subsets: Tensor, available: Tensor | None, batch: int) -> Tensor:
+    """``(K, B)`` bool: row b has at least one modality of subset k (all rows when nothing is missing)."""
+    if available is None:
+        return torch.ones(subsets.shape[0], batch, dtype=torch.bool, device=subsets.device)
+    return (subsets.to(available.device)[:, :, None] & available[None, :, :]).any(dim=1)
+
+
 def prior_expert_flags(subsets: Tensor, policy: str) -> Tensor:
     """Per-subset bool ``(K,)``: does the product of subset k include the N(0, I) expert under ``policy``?"""
     if policy == "always":
@@ -296,42 +303,65 @@ class MultimodalVAE(nn.Module):
         mean, logvar = self.moments_given(self.encode(x), self._subset(subset))
         return mean[0], logvar[0]
 
-    def moments_given(self, experts: tuple[Tensor, Tensor], subsets: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of the posterior given each subset, ``(K, B, D)`` each (see :meth:`infer`)."""
+    def moments_given(self, experts: tuple[Tensor, Tensor], subsets: Tensor,
+                      available: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of the posterior given each subset, ``(K, B, D)`` each (see :meth:`infer`).
+
+        ``available`` (bool ``(M, B)``): condition each row only on the subset's modalities it has; a row with none
+        of them gets the prior N(0, I) (:func:`given_rows` tells which rows those are).
+        """
         if self.subset_posterior == "product":
-            return self.fuse(experts, subsets)
+            return self.fuse(experts, subsets, available)
         mu, logvar = experts
-        weights = check_subsets(subsets.to(mu.device), self.num_modalities).to(mu.dtype)
-        weights = weights / weights.sum(dim=1, keepdim=True)  # (K, M)
-        mean = torch.einsum("km,mbd->kbd", weights, mu)
-        second = torch.einsum("km,mbd->kbd", weights, logvar.exp() + mu.square())
+        weights = self._member_weights(subsets, available, mu)  # (K, B, M)
+        mean = torch.einsum("kbm,mbd->kbd", weights, mu)
+        second = torch.einsum("kbm,mbd->kbd", weights, logvar.exp() + mu.square())
+        empty = weights.sum(dim=2, keepdim=True) == 0
+        second = torch.where(empty, torch.ones_like(second), second)  # no member: the prior's moments
         return mean, (second - mean.square()).clamp_min(torch.finfo(mu.dtype).tiny).log()
 
+    def _member_weights(self, subsets: Tensor, available: Tensor | None, like: Tensor) -> Tensor:
+        """``(K, B, M)``: uniform weights over each row's members of each subset (its observed ones)."""
+        members = check_subsets(subsets.to(like.device), self.num_modalities)[:, None, :]  # (K, 1, M)
+        if available is not None:
+            members = members & available.T[None, :, :]
+        else:
+            members = members.expand(-1, like.shape[1], -1)
+        weights = members.to(like.dtype)
+        return weights / weights.sum(dim=2, keepdim=True).clamp_min(1.0)
+
     def sample_given(self, experts: tuple[Tensor, Tensor], subsets: Tensor,
-                     generator: torch.Generator | None = None) -> Tensor:
+                     generator: torch.Generator | None = None, available: Tensor | None = None) -> Tensor:
         """One z per row from the posterior given each subset: ``(K, B, D)``.
 
         ``"mixture"`` models draw the component uniformly among the subset's experts, independently per row.
+        ``available`` (bool ``(M, B)``): only the modalities a row has count (see :meth:`moments_given`).
         """
         mu, logvar = experts
         subsets = check_subsets(subsets.to(mu.device), self.num_modalities)
         if self.subset_posterior == "product":
-            return reparameterize(*self.fuse(experts, subsets), generator)
-        batch = mu.shape[1]
+            return reparameterize(*self.fuse(experts, subsets, available), generator)
+        weights = self._member_weights(subsets, available, mu)  # (K, B, M)
+        members = weights > 0
+        counts = members.sum(dim=2)  # (K, B)
         where = mu.device if generator is None else generator.device
-        counts = subsets.sum(dim=1, keepdim=True)  # (K, 1)
-        pick = (torch.rand(subsets.shape[0], batch, generator=generator, device=where).to(mu.device)
-                * counts).long().clamp_max(counts - 1)  # (K, B): which member, 0 .. |S| - 1
-        rank = subsets.cumsum(dim=1) - 1  # (K, M): position of each member in its subset
-        chosen = ((rank[:, None, :] == pick[:, :, None]) & subsets[:, None, :]).int().argmax(dim=2)  # (K, B)
-        rows = torch.arange(batch, device=mu.device)
-        return reparameterize(mu[chosen, rows], logvar[chosen, rows], generator)
+        pick = (torch.rand(*counts.shape, generator=generator, device=where).to(mu.device) * counts).long()
+        pick = torch.minimum(pick, (counts - 1).clamp_min(0))  # which member, 0 .. |S| - 1
+        rank = members.cumsum(dim=2) - 1  # (K, B, M): position of each member
+        chosen = ((rank == pick[:, :, None]) & members).int().argmax(dim=2)  # (K, B)
+        rows = torch.arange(mu.shape[1], device=mu.device)
+        z = reparameterize(mu[chosen, rows], logvar[chosen, rows], generator)
+        if available is None:
+            return z
+        return torch.where((counts > 0)[:, :, None], z, torch.zeros_like(z) + randn_like(z, generator=generator))
 
-    def fuse(self, experts: tuple[Tensor, Tensor], subsets: Tensor) -> tuple[Tensor, Tensor]:
-        """Fused posterior of every subset, ``(K, B, D)`` each, from encoded ``experts`` (model's prior policy)."""
+    def fuse(self, experts: tuple[Tensor, Tensor], subsets: Tensor,
+             available: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Fused posterior of every subset, ``(K, B, D)`` each, from encoded ``experts`` (model's prior policy);
+        with ``available`` only each row's observed experts enter its products."""
         mu, logvar = experts
         subsets = subsets.to(mu.device)
-        return product_of_experts(mu, logvar, subsets, prior_expert_flags(subsets, self.prior_expert))
+        return product_of_experts(mu, logvar, subsets, prior_expert_flags(subsets, self.prior_expert), available)
 
     # ----------------------------------------------------------------------------------------- generation
 

@@ -161,3 +161,54 @@ def test_the_three_models_train_on_incomplete_polymnist(name, tmp_path):
     baseline, _ = load_training_data(get_config(f"polymnist-fast-{name}", missing="complete:0.3", missing_seed=1,
                                                 drop_incomplete=True))
     assert baseline.available is None and 0.25 < len(baseline) / 6000 < 0.35  # only the complete tuples
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+@pytest.mark.parametrize("name", ["mopoe", "mmvae"])
+def test_conditioning_on_a_subset_uses_only_the_modalities_a_row_has(toy, name):
+    from mopoe_lib.fusion import subset_mask
+
+    _, xs = toy.sample(200, torch.Generator().manual_seed(0))
+    model = toy.model(OBJECTIVES[name].prior_expert, exact_encoders=False)
+    model.subset_posterior = OBJECTIVES[name].subset_posterior
+    experts = model.encode(xs)
+    available = torch.ones(3, 200, dtype=torch.bool)
+    available[1, 100:] = False
+    both, first = subset_mask([0, 1], 3), subset_mask([0], 3)
+    mean, logvar = model.moments_given(experts, both, available)
+    mean0, logvar0 = model.moments_given(experts, first)
+    torch.testing.assert_close(mean[0, 100:], mean0[0, 100:])  # rows without modality 1: given {0} only
+    torch.testing.assert_close(logvar[0, 100:], logvar0[0, 100:])
+    plain = model.moments_given(experts, both)
+    torch.testing.assert_close(mean[0, :100], plain[0][0, :100])
+    z = model.sample_given(experts, both, torch.Generator().manual_seed(3), available)
+    if name == "mopoe":  # the same noise: the product of the observed experts
+        z0 = model.sample_given(experts, first, torch.Generator().manual_seed(3))
+        torch.testing.assert_close(z[0, 100:], z0[0, 100:])
+    else:  # every draw comes from the one observed member, modality 0's expert
+        distance = (z[0, 100:] - experts[0][0, 100:]).abs() / experts[1][0, 100:].mul(0.5).exp()
+        assert float(distance.detach().max()) < 6
+    assert torch.equal(model.sample_given(experts, both, torch.Generator().manual_seed(3),
+                                          torch.ones(3, 200, dtype=torch.bool)),
+                       model.sample_given(experts, both, torch.Generator().manual_seed(3)))
+
+
+def test_coherence_on_incomplete_test_data_counts_only_the_rows_it_can_condition():
+    from mopoe_lib.book import book_models
+    from mopoe_lib.data import load_polymnist
+    from mopoe_lib.evaluation import conditional_coherence, load_classifiers
+
+    model = book_models("fast", models=("mopoe",), progress=False)["mopoe"].model
+    test = load_polymnist("test", "fast").subset(torch.arange(100))
+    judges = load_classifiers()
+    rows = conditional_coherence(model, judges, test, seed=0, progress=False)
+    full = conditional_coherence(model, judges, test.with_availability(torch.ones(100, 5, dtype=torch.bool)),
+                                 seed=0, progress=False)
+    assert rows == full
+    mask = torch.ones(100, 5, dtype=torch.bool)
+    mask[::2, 0] = False  # modality 0 missing in every other tuple
+    partial = conditional_coherence(model, judges, test.with_availability(mask), seed=0, progress=False)
+    counts = {r["subset"]: r["n"] for r in partial}
+    assert counts["astronaut"] == 50 and counts["astronaut+chelsea"] == 100 and counts["chelsea"] == 100

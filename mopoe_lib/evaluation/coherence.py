@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import MultimodalDataset
 from ..fusion import powerset, subset_labels
-from ..model import MultimodalVAE
+from ..model import MultimodalVAE, given_rows
 from .classifiers import ModalityClassifiers, predict
 
 
@@ -54,25 +54,34 @@ def conditional_coherence_by_judge(
 ) -> dict[str, list[dict]]:
     """:func:`conditional_coherence` of the *same* generations judged by several classifier sets: coherence
     depends on the judge (a classifier that reads blurry decoder means differently scores them differently),
-    and judging one set of generations separates that spread from the sampling error."""
+    and judging one set of generations separates that spread from the sampling error.
+
+    With incomplete data (``data.available``) each row is conditioned only on the subset's modalities it has,
+    and a subset counts only the rows that have at least one of them (``n`` per row of the result).
+    """
     model.eval()
     subsets = powerset(model.num_modalities) if subsets is None else subsets
     labels = subset_labels(subsets, model.names)
     generator = torch.Generator().manual_seed(seed)
     correct = {name: torch.zeros(subsets.shape[0], model.num_modalities) for name in judges}
+    counted = torch.zeros(subsets.shape[0])
     batches = tqdm(data.batches(batch_size), total=data.num_batches(batch_size), desc="coherence",
                    disable=not progress, leave=False)
     device = next(model.parameters()).device
     for batch in batches:
         batch = batch.to(device)
-        z = model.sample_given(model.encode(batch.x), subsets, generator)  # (K, B, D)
+        z = model.sample_given(model.encode(batch.x), subsets, generator, batch.available)  # (K, B, D)
+        valid = given_rows(subsets, batch.available, batch.size).cpu()  # (K, B)
+        counted += valid.sum(dim=1)
         generated = model.means(model.decode(z, generator=generator))  # M tensors (K, B, ...)
         flat = [g.flatten(0, 1).clamp(0, 1) for g in generated]  # (K*B, ...)
         for name, classifiers in judges.items():
             predicted = predict(classifiers, flat).view(model.num_modalities, subsets.shape[0], -1)  # (M, K, B)
-            correct[name] += (predicted == batch.label.to(predicted.device)).sum(dim=2).T.float().cpu()
+            hits = (predicted.cpu() == batch.label.cpu()) & valid[None]
+            correct[name] += hits.sum(dim=2).T.float()
     return {name: [{"subset": label, "num_inputs": int(subsets[k].sum()), "target": target,
-                    "in_subset": bool(subsets[k, m]), "coherence": float(hits[k, m] / len(data)), "n": len(data)}
+                    "in_subset": bool(subsets[k, m]), "coherence": float(hits[k, m] / max(float(counted[k]), 1.0)),
+                    "n": int(counted[k])}
                    for k, label in enumerate(labels) for m, target in enumerate(model.names)]
             for name, hits in correct.items()}
 

@@ -19,12 +19,14 @@ from ..model import MultimodalVAE
 def subset_posteriors(model: MultimodalVAE, data: MultimodalDataset, subsets: torch.Tensor,
                       batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior ``(mean, logvar)`` given every subset for every sample: ``(K, N, D)`` each (the moments of the
-    mixture for MMVAE, :meth:`~mopoe_lib.model.MultimodalVAE.moments_given`)."""
+    mixture for MMVAE, :meth:`~mopoe_lib.model.MultimodalVAE.moments_given`); with incomplete data each row is
+    conditioned on the subset's modalities it has."""
     model.eval()
     device = next(model.parameters()).device
     mus, logvars = [], []
     for batch in data.batches(batch_size):
-        mu, logvar = model.moments_given(model.encode([x.to(device) for x in batch.x]), subsets)
+        available = None if batch.available is None else batch.available.to(device)
+        mu, logvar = model.moments_given(model.encode([x.to(device) for x in batch.x]), subsets, available)
         mus.append(mu.cpu())
         logvars.append(logvar.cpu())
     return torch.cat(mus, dim=1), torch.cat(logvars, dim=1)
