@@ -41,3 +41,21 @@ def test_coherence_heatmap_orders_subsets_by_size_whatever_their_names():
     assert [label.count("+") + 1 for label in shown] == sorted(label.count("+") + 1 for label in shown)
     image = fig.axes[0].images[0].get_array()
     assert image[0, 0] == 0.1 and image[-1, 0] == 0.1 * 3
+
+
+def test_image_grid_title_and_labels_do_not_overlap():
+    """The suptitle, the column labels and the images are laid out apart (a reader saw them overlap)."""
+    import torch
+
+    from mopoe_lib.viz import image_grid
+
+    images = [[torch.rand(3, 28, 28) for _ in range(8)] for _ in range(6)]
+    fig = image_grid(images, row_labels=[f"row {r}" for r in range(6)], col_labels=[str(c) for c in range(8)],
+                     title="generated from {astronaut, chelsea}")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    column_labels = [ax.title.get_window_extent(renderer) for ax in fig.axes[:8]]
+    first_row = [ax.get_window_extent(renderer) for ax in fig.axes[:8]]
+    assert all(not title.overlaps(label) for label in column_labels)
+    assert all(label.y0 >= box.y1 - 1 for label, box in zip(column_labels, first_row, strict=True))

@@ -47,8 +47,10 @@ def image_grid(
 ) -> Figure:
     """A grid of images: ``images[r][c]`` is drawn in row ``r``, column ``c`` (e.g. modality x sample)."""
     rows, cols = len(images), max(len(r) for r in images)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_size + 0.8, rows * cell_size + 0.3),
-                             squeeze=False)
+    extra = (0.3 if col_labels is not None else 0.0) + (0.35 if title else 0.0)  # room for the labels and title
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_size + 0.8, rows * cell_size + 0.3 + extra),
+                             squeeze=False, layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r][c]
@@ -67,7 +69,6 @@ def image_grid(
                 ax.set_title(col_labels[c], fontsize=9)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(pad=0.2)
     return fig
 
 
