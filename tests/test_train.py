@@ -163,6 +163,7 @@ def test_checkpoints_are_safetensors_and_json_only(tmp_path):
     assert saved["config"]["seed"] == 0 and saved["environment"]["torch"] == torch.__version__
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["epoch"] == 1 and "test/elbo" in rows[0] and rows[0]["samples_per_s"] > 0
+    assert rows[0]["wall_seconds"] >= rows[0]["seconds"] > 0  # since the process started training; the epoch's
 
 
 def test_existing_run_is_not_overwritten_and_resume_checks_the_config(tmp_path):

@@ -212,7 +212,7 @@ class Trainer:
         self.history = [r for r in self.history if r["epoch"] <= self.position.epoch]  # drop a stopped epoch's row
         stopped = ""
         with runs.run_lock(self.run_dir) if self.rt.dist.is_main else nullcontext():
-            start = time.perf_counter()
+            start = self._run_start = time.perf_counter()
             epochs = tqdm(range(self.position.epoch, self.config.epochs), desc=self.config.name, disable=not self.show,
                           initial=self.position.epoch, total=self.config.epochs)
             self.model.train()
@@ -313,7 +313,7 @@ class Trainer:
             return None
         row: dict[str, Any] = {
             "epoch": epoch + 1 if epoch_done else epoch + p.step_in_epoch / self.steps_per_epoch,
-            "global_step": p.global_step, "seconds": seconds,
+            "global_step": p.global_step, "seconds": seconds, "wall_seconds": time.perf_counter() - self._run_start,
             "samples_per_s": self._timed * c.batch_size / max(seconds, 1e-9),
             **{f"train/{k}": v / max(counted, 1) for k, v in sums.items()}}
         if epoch_done and ((epoch + 1) % c.eval_every_epochs == 0 or finished or stopped):
