@@ -14,7 +14,8 @@ scale       what it is
 
 for each model ``mopoe``, ``mvae`` and ``mmvae``; ``mst-<fast|full>-<model>`` for MNIST-SVHN-Text (the
 official networks, latent 20, Adam 1e-3; offline on the street-digit stand-in, ``data_source=svhn`` for the
-real SVHN); ``celeba-full-<model>`` for CelebA image-text (20 shared + 32 modality-specific latent dimensions,
+real SVHN); ``mst-compact-<model>`` (the CPU recipe on 120k triples: the shipped MNIST-SVHN-Text models);
+``celeba-full-<model>`` for CelebA image-text (20 shared + 32 modality-specific latent dimensions,
 Adam 5e-4, 250 epochs; needs the data set you download, see :mod:`mopoe_lib.data.celeba`).
 
 Any field can be overridden: ``get_config("polymnist-fast-mopoe", epochs=2, lr=1e-3)`` or ``--set epochs=2`` on
@@ -116,10 +117,10 @@ def _build_mst(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVA
     from .networks import mnist_svhn_text as nets
 
     width, s = config.latent_dim + config.style_dim, config.style_dim
-    image = {"scale": config.likelihood_scale}
+    image = {"scale": config.likelihood_scale} if config.likelihood in ("laplace", "gaussian") else {}
     return MultimodalVAE([nets.MNISTEncoder(width), nets.SVHNEncoder(width), nets.TextEncoder(width)],
                          [nets.MNISTDecoder(width), nets.SVHNDecoder(width), nets.TextDecoder(width)],
-                         [get_likelihood("laplace", **image), get_likelihood("laplace", **image),
+                         [get_likelihood(config.likelihood, **image), get_likelihood(config.likelihood, **image),
                           get_likelihood("categorical")], config.latent_dim, names=names,
                          recon_weights=MST_RECON_WEIGHTS, style_dims=[s] * 3, **_posterior_options(config),
                          learn_scales=config.learn_scale)
@@ -159,7 +160,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "polymnist": DatasetSpec("polymnist", ("compact", "paper"),
                              ("astronaut", "chelsea", "coffee", "ihc", "motorcycle"),
                              _load_polymnist, _build_polymnist, judged=True),
-    "mnist-svhn-text": DatasetSpec("mnist-svhn-text", ("mst",), ("mnist", "svhn", "text"), _load_mst, _build_mst),
+    "mnist-svhn-text": DatasetSpec("mnist-svhn-text", ("mst",), ("mnist", "svhn", "text"), _load_mst, _build_mst,
+                                   judged=True),
     "celeba": DatasetSpec("celeba", ("celeba",), ("image", "text"), _load_celeba, _build_celeba),
 }
 
@@ -364,6 +366,10 @@ def _registry() -> dict[str, ExperimentConfig]:
             out[f"mst-{scale}-{model}"] = ExperimentConfig(
                 name=f"mst-{scale}-{model}", dataset="mnist-svhn-text", data_variant=scale, architecture="mst",
                 latent_dim=20, objective=model, lr=1e-3, epochs=epochs, eval_samples=1000 if scale == "fast" else 10000)
+        out[f"mst-compact-{model}"] = ExperimentConfig(
+            name=f"mst-compact-{model}", dataset="mnist-svhn-text", data_variant="compact", architecture="mst",
+            latent_dim=20, objective=model, epochs=10, eval_samples=2000, eval_coherence=1000, eval_every_epochs=2,
+            **CPU_RECIPE)
         # CelebA (download it yourself: mopoe_lib/data/celeba.py): 20 shared + 32 modality-specific dimensions
         out[f"celeba-full-{model}"] = ExperimentConfig(
             name=f"celeba-full-{model}", dataset="celeba", data_variant="full", architecture="celeba", latent_dim=20,

@@ -232,7 +232,7 @@ def test_per_epoch_coherence_is_logged_without_touching_the_training_trajectory(
         values = [row[f"test/coherence/{k}"] for k in range(1, 5)]
         assert all(0.0 <= v <= 1.0 for v in values)
     with pytest.raises(ValueError, match="eval_coherence"):
-        get_config("mst-fast-mopoe", eval_coherence=100)
+        get_config("celeba-full-mopoe", eval_coherence=100)
 
 
 def test_active_units_reveal_a_posterior_collapsed_onto_the_prior():

@@ -40,6 +40,8 @@ class Variant:
 VARIANTS = {
     "fast": Variant({"train": 6000, "test": 1000}, {"train": 6000, "test": 2000}, multiplicity=2),
     "full": Variant({"train": None, "test": None}, {"train": 73_257, "test": 26_032}, multiplicity=20),
+    # all of MNIST and SVHN-sized colour sets, but each image in 2 pairs: the compact CPU-trained models
+    "compact": Variant({"train": None, "test": None}, {"train": 73_257, "test": 26_032}, multiplicity=2),
 }
 
 
@@ -66,7 +68,7 @@ def load_mnist_svhn_text(split: str, variant: str = "fast", source: str = "stree
         svhn_x, svhn_y = generate_street_digits(spec.street[split], seed=10_000 + split_seed)
     else:
         svhn_x, svhn_y = load_svhn(split, svhn_root)
-        if variant == "fast":
+        if variant != "full":
             svhn_x, svhn_y = svhn_x[:spec.street[split]], svhn_y[:spec.street[split]]
     index_mnist, index_svhn = pair_by_label(mnist_y, svhn_y, spec.multiplicity, seed=split_seed)
     # pairs come grouped by digit; shuffle them (seeded) so that any prefix, e.g. the first 1000 test triples

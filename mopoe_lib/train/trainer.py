@@ -160,12 +160,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- set-up
 
     def _judges(self, test: MultimodalDataset):
+        """The data set's shipped digit classifiers and the test tuples for per-epoch coherence, if asked for."""
         if not self.config.eval_coherence:
             return None
-        from ..evaluation.classifiers import load_classifiers
+        from ..evaluation.results import judges_for
 
         tuples = test.subset(torch.arange(min(self.config.eval_coherence, len(test))))
-        return load_classifiers().to(self.rt.device), tuples.to(self.rt.device)
+        return judges_for(self.config)[0].to(self.rt.device), tuples.to(self.rt.device)
 
     def _start(self) -> None:
         if runs.latest_checkpoint(self.run_dir) is not None:
