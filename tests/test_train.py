@@ -326,7 +326,7 @@ def test_learning_rate_schedule_warms_up_decays_and_resumes_bit_for_bit(tmp_path
     assert [lr_at(config, s, 12) for s in (0, 3)] == pytest.approx([2.5e-4, 1e-3])
     assert lr_at(config, 8, 12) == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # half-way through the decay
     assert lr_at(config, 12, 12) == pytest.approx(1e-4) and lr_at(_config(), 7, 12) == 1e-3
-    reference = train(config, tmp_path / "reference", progress=False)
+    train(config, tmp_path / "reference", progress=False)
     with monkeypatch.context() as patch:
         _crash_at(patch, 7)
         with pytest.raises(Crash):

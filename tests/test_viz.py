@@ -59,3 +59,15 @@ def test_image_grid_title_and_labels_do_not_overlap():
     first_row = [ax.get_window_extent(renderer) for ax in fig.axes[:8]]
     assert all(not title.overlaps(label) for label in column_labels)
     assert all(label.y0 >= box.y1 - 1 for label, box in zip(column_labels, first_row, strict=True))
+
+
+def test_metric_curves_draw_one_line_per_run_and_split_against_epochs_or_minutes():
+    from mopoe_lib.viz import metric_curves, with_minutes
+
+    rows = [{"epoch": e, "seconds": 30.0, "train/kl": 10.0 + e, **({"test/kl": 9.0 + e} if e % 2 == 0 else {})}
+            for e in range(1, 5)]
+    assert [r["minutes"] for r in with_minutes(rows)] == [0.5, 1.0, 1.5, 2.0]
+    fig = metric_curves({"a": rows, "b": rows[:2]}, ["kl"], x="minutes", xlabel="minutes")
+    lines = fig.axes[0].get_lines()
+    assert [len(line.get_xdata()) for line in lines] == [4, 2, 2, 1]  # a train, a test, b train, b test
+    assert list(lines[1].get_xdata()) == [1.0, 2.0]

@@ -133,3 +133,35 @@ def coherence_heatmap(rows: Sequence[dict], names: Sequence[str], title: str = "
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def metric_curves(runs: dict[str, Sequence[dict]], keys: Sequence[str], titles: Sequence[str] | None = None,
+                  x: str = "epoch", xlabel: str = "epoch", splits: Sequence[str] = ("train", "test")) -> Figure:
+    """One panel per metric ``key`` (e.g. ``"recon"``, ``"kl"``), one colour per run, train solid and test dashed
+    (test where a row was evaluated). ``runs`` maps a label to the rows of its ``metrics.jsonl``; ``x`` is the
+    row field on the horizontal axis (``epoch``, or ``minutes`` for cumulative training time)."""
+    fig = Figure(figsize=(4.6 * len(keys), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for i, (label, rows) in enumerate(runs.items()):
+        rows = with_minutes(rows) if x == "minutes" else list(rows)
+        for ax, key in zip(axes, keys, strict=True):
+            for split, style in zip(splits, ("-", "--"), strict=False):
+                points = [(r[x], r[f"{split}/{key}"]) for r in rows if f"{split}/{key}" in r]
+                if points:
+                    ax.plot(*zip(*points, strict=True), style, color=f"C{i}", marker="o" if split == "test" else None,
+                            markersize=3, label=f"{label} {split}")
+    for ax, title in zip(axes, titles or keys, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+    axes[-1].legend(fontsize=7, loc="best")
+    return fig
+
+
+def with_minutes(rows: Sequence[dict]) -> list[dict]:
+    """The rows with ``minutes``: training time summed over the epochs so far (evaluations not counted, resumed
+    runs added up), the time axis of a run's learning curves."""
+    total, out = 0.0, []
+    for row in rows:
+        total += row.get("seconds", 0.0)
+        out.append({**row, "minutes": total / 60})
+    return out
