@@ -38,6 +38,7 @@ from IPython.display import display
 from mopoe_lib.book import book_setup, load_or_train
 from mopoe_lib.config import get_config
 from mopoe_lib.evaluation import SuiteOptions, collect_results, evaluate_run, published_rows, seed_summary
+from mopoe_lib.runs import read_metrics
 from mopoe_lib.settings import repo_root
 
 MODE, FAST, SEED, DEVICE = book_setup(seed=0)
@@ -51,11 +52,11 @@ print(f"seeds: {SEEDS}")
 # %% [markdown]
 # ## 1. This mode's runs, evaluated
 #
-# Seed 0 of each model is the run of chapter 2 (`runs/polymnist-<scale>-<model>`), other seeds go to
-# `runs/polymnist-<scale>-<model>-seed<k>`. Finished runs are loaded, unfinished ones resumed, missing ones
-# trained. Each is then evaluated with the full metric suite (in FAST with few test tuples and importance
-# samples, so the numbers are rough) and its tables are written to the run's `evaluation/` folder. In FULL,
-# runs that already have tables are not evaluated again.
+# In FULL mode each model is trained with three seeds (`runs/polymnist-full-<model>` for seed 0,
+# `runs/polymnist-full-<model>-seed<k>` for the others; finished runs are loaded, unfinished ones resumed) and
+# evaluated with the full metric suite. In FAST mode nothing is trained here: the runs of chapter 2, if this
+# machine has them, are evaluated with few test tuples (their numbers are rough), and the chapter reads the
+# tables that ship with the book.
 
 # %%
 root = repo_root() or Path.cwd()
@@ -63,8 +64,16 @@ for model in MODELS:
     for seed in SEEDS:
         config = get_config(f"polymnist-{SCALE}-{model}", seed=seed)
         run_dir = root / "runs" / (config.name if seed == 0 else f"{config.name}-seed{seed}")
+        if FAST:
+            finished = read_metrics(run_dir)
+            if not finished or finished[-1]["epoch"] < config.epochs:
+                print(f"{config.name}: no finished FAST run in {run_dir} (chapter 2 trains it)")
+                continue
+            if not (run_dir / "evaluation" / "evaluation.json").is_file():
+                print("evaluated ->", evaluate_run(run_dir, OPTIONS, progress=False))
+            continue
         run = load_or_train(config, use_pretrained=False, run_dir=run_dir, progress=False)
-        if FAST or not (run.folder / "evaluation" / "evaluation.json").is_file():
+        if not (run.folder / "evaluation" / "evaluation.json").is_file():
             print("evaluated ->", evaluate_run(run.folder, OPTIONS, progress=False))
 
 # %% [markdown]
@@ -93,22 +102,27 @@ published = pd.DataFrame(published_rows())
 # %%
 def versus_published(metric: str, ylabel: str) -> pd.DataFrame:
     ours = summary[(summary.dataset == "polymnist") & (summary.metric == metric)]
-    fig, axes = plt.subplots(1, len(MODELS), figsize=(12, 3.4), sharey=True)
+    fig, axes = plt.subplots(1, len(MODELS), figsize=(12, 4.2), sharey=True, layout="constrained")
+    sources = sorted(published[published.metric == metric].source.unique())
+    experiments = sorted(ours.experiment.unique())
     for ax, model in zip(axes, MODELS, strict=True):
-        for k, (source, ref) in enumerate(published[(published.metric == metric)
-                                                     & (published.model == model)].groupby("source")):
-            ax.plot(ref.num_inputs, ref.value, "--", marker="s", color="0.55", alpha=0.8,
-                    markersize=4, label=f"[{chr(97 + k)}] {source[:38]}")
-        for j, (experiment, mine) in enumerate(ours[ours.model == model].groupby("experiment")):
-            seeds = int(mine.seeds.max())
-            ax.errorbar(mine.num_inputs, mine["mean"], yerr=mine.sd.fillna(0), marker="o", capsize=3,
-                        color=f"C{j}", label=f"ours: {experiment} ({seeds} seed{'s' if seeds > 1 else ''})")
+        for source, ref in published[(published.metric == metric) & (published.model == model)].groupby("source"):
+            k = sources.index(source)
+            ax.plot(ref.num_inputs, ref.value, "--", marker="s^vD<>"[k % 6], color="0.55", markersize=4)
+        for experiment, mine in ours[ours.model == model].groupby("experiment"):
+            j = experiments.index(experiment)
+            ax.errorbar(mine.num_inputs, mine["mean"], yerr=mine.sd.fillna(0), marker="o", capsize=3, color=f"C{j}")
         ax.axhline(0.1, color="0.5", linestyle=":", linewidth=1)
         ax.set_title(model)
         ax.set_xlabel("number of input modalities")
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=6, loc="lower right")
     axes[0].set_ylabel(ylabel)
+    handles = [plt.Line2D([], [], color="0.55", linestyle="--", marker="s^vD<>"[k % 6], label=f"published: {s}")
+               for k, s in enumerate(sources)]
+    handles += [plt.Line2D([], [], color=f"C{j}", marker="o",
+                           label=f"ours: {e} ({int(ours[ours.experiment == e].seeds.max())} seed(s), mean ± sd)")
+                for j, e in enumerate(experiments)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8)
     plt.show()
     table = ours.pivot_table(index=["model", "experiment"], columns="num_inputs", values="mean")
     return table.round(3)
@@ -146,8 +160,8 @@ per_subset.round(3)
 likelihood = summary[(summary.dataset == "polymnist") & summary.metric.str.startswith("log p")]
 display(likelihood.pivot_table(index=["experiment", "model"], columns="metric", values="mean").round(1))
 random = summary[(summary.dataset == "polymnist") & (summary.metric == "random_coherence")]
-display(random.pivot_table(index="experiment", columns="model", values="mean").round(3)
-        .rename_axis(columns="random coherence"))
+display(random[["experiment", "model", "mean", "sd", "seeds"]].rename(columns={"mean": "random coherence"})
+        .reset_index(drop=True).round(3))
 
 # %% [markdown]
 # ## 5. MNIST-SVHN-Text
