@@ -169,8 +169,6 @@ def draw_subset(model_name: str, members: tuple[int, ...]) -> None:
     plt.show()
 
 
-draw_subset("mopoe", (0,))  # the static picture (the widget below redraws it)
-
 # %%
 model_choice = widgets.ToggleButtons(options=MODELS, value="mopoe", description="model")
 display(subset_picker(names, lambda members, model: draw_subset(model, members), selected=(0,),

@@ -99,8 +99,6 @@ def draw_generation(members: tuple[int, ...]) -> None:
     plt.show()
 
 
-draw_generation((0, 1))  # the static picture; the widget below redraws it
-
 # %%
 display(subset_picker(names, draw_generation, selected=(0, 1)))
 

@@ -164,8 +164,6 @@ def draw(members):
     plt.show()
 
 
-draw((2,))  # text -> images: the static picture; the widget below redraws it
-
 # %%
 display(subset_picker(names, draw, selected=(2,)))
 
