@@ -57,3 +57,14 @@ def test_bad_inputs_raise_clear_errors():
 def test_random_availability_keeps_one_modality_per_row(n, m, p, seed):
     mask = random_availability(n, m, p, torch.Generator().manual_seed(seed))
     assert mask.shape == (n, m) and bool(mask.any(dim=1).all())
+
+
+def test_items_returns_each_stored_item_once_with_its_label():
+    from mopoe_lib.data import MultimodalDataset
+
+    stored = torch.arange(5).float().view(5, 1)
+    data = MultimodalDataset([torch.zeros(6, 1), stored], torch.tensor([0, 1, 1, 2, 0, 1]),
+                             index=[None, torch.tensor([0, 1, 1, 3, 0, 1])])  # item 2 and 4 unused
+    items, labels = data.items(1)
+    assert items.flatten().tolist() == [0.0, 1.0, 3.0] and labels.tolist() == [0, 1, 2]
+    assert data.items(0)[0].shape[0] == 6

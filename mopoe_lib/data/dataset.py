@@ -123,6 +123,17 @@ class MultimodalDataset:
             [None if rows is None else rows[index] for rows in self.index],
         )
 
+    def items(self, modality: int) -> tuple[Tensor, Tensor]:
+        """Modality ``modality``'s stored items and their labels, each item once (a pairing that reuses items,
+        as MNIST-SVHN-Text does, stores them once; paired items share the label)."""
+        rows = self.index[modality]
+        if rows is None:
+            return self.modalities[modality], self.labels
+        labels = torch.full((self.modalities[modality].shape[0],), -1, dtype=torch.long, device=self.labels.device)
+        labels[rows] = self.labels
+        used = labels >= 0
+        return self.modalities[modality][used], labels[used]
+
     def with_availability(self, available: Tensor | None) -> MultimodalDataset:
         """The same data with another availability mask (``None`` for all present)."""
         return MultimodalDataset(self.modalities, self.labels, self.names, available, self.index)
