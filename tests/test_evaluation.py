@@ -289,3 +289,21 @@ def test_a_second_judge_has_its_own_architecture_and_reads_blurred_images(tmp_pa
     assert loaded.arch == "deep" and torch.equal(predict(loaded, images), predict(model, images))
     with pytest.raises(ValueError, match="authors, deep"):
         train_classifiers(data, epochs=1, progress=False, arch="resnet")
+
+
+def test_other_judges_score_the_same_generations_in_the_summary():
+    from mopoe_lib.config import build_model, get_config
+    from mopoe_lib.data import load_polymnist
+    from mopoe_lib.evaluation import SuiteOptions, evaluate_model, load_classifiers
+    from mopoe_lib.fusion import powerset
+
+    torch.manual_seed(0)
+    model = build_model(get_config("polymnist-fast-mopoe", latent_dim=8))
+    train, test = load_polymnist("train", "fast").subset(torch.arange(60)), load_polymnist("test", "fast")
+    judges = load_classifiers()
+    options = SuiteOptions(test_samples=40, probe_train=60, likelihood_points=2, likelihood_samples=2)
+    tables = evaluate_model(model, powerset(5), judges, train, test, options, progress=False,
+                            other_judges={"again": judges})
+    rows = {(r["metric"], r["num_inputs"]): r["value"] for r in tables["summary"]}
+    for k in range(1, 5):  # the same judge on the same generations: the same numbers
+        assert rows[("coherence (again)", k)] == rows[("coherence", k)]

@@ -68,6 +68,18 @@ def judges_for(config: ExperimentConfig) -> tuple[Any, dict[str, Any]]:
                           "attributes, not one shared class)")
 
 
+SECOND_JUDGE = "polymnist-judge2"
+
+
+def second_judges(config: ExperimentConfig) -> dict[str, Any]:
+    """The second PolyMNIST judge set (another architecture and seed, trained on blurred images) when it is
+    shipped; none for other data sets."""
+    folder = classifier_dir(SECOND_JUDGE)
+    if config.dataset != "polymnist" or not (folder / "classifiers.json").is_file():
+        return {}
+    return {"judge2": load_classifiers(folder)}
+
+
 def evaluate_run(source: str | Path, options: SuiteOptions | None = None, out: Path | None = None,
                  progress: bool = True) -> Path:
     """Run the metric suite on a run folder or shipped model and write its tables; returns the folder.
@@ -78,10 +90,11 @@ def evaluate_run(source: str | Path, options: SuiteOptions | None = None, out: P
     options = options or SuiteOptions()
     model, config, trained, default_out = load_source(source)
     judges, judge_meta = judges_for(config)
+    others = second_judges(config)
     start = time.perf_counter()
     train, test = load_dataset(config, "train"), load_dataset(config, "test")
     joint = config.make_objective().subsets(model.num_modalities, torch.Generator().manual_seed(options.seed))
-    tables = evaluate_model(model, joint, judges, train, test, options, progress=progress)
+    tables = evaluate_model(model, joint, judges, train, test, options, progress=progress, other_judges=others)
     meta = provenance(config, trained, str(source), **judge_meta, seconds=round(time.perf_counter() - start, 1))
     return write_tables(tables, out or default_out, meta, options)
 

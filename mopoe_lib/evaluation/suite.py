@@ -30,7 +30,7 @@ from ..data.dataset import MultimodalDataset
 from ..integrity import atomic_dir, write_json
 from ..model import MultimodalVAE
 from .classifiers import ModalityClassifiers
-from .coherence import coherence_by_num_inputs, conditional_coherence, random_coherence
+from .coherence import coherence_by_num_inputs, conditional_coherence_by_judge, random_coherence
 from .frechet import frechet_classifier_distance
 from .latent import latent_probe
 from .likelihood import log_likelihood, marginal_log_likelihood
@@ -93,11 +93,18 @@ def _by_inputs(rows: list[dict], key: str) -> dict[int, float]:
 
 def evaluate_model(model: MultimodalVAE, joint_subsets: Tensor, classifiers: ModalityClassifiers,
                    train: MultimodalDataset, test: MultimodalDataset, options: SuiteOptions = SuiteOptions(),
-                   progress: bool = True) -> dict[str, list[dict]]:
-    """Every metric of the paper for one model; ``joint_subsets`` are its objective's mixture components."""
+                   progress: bool = True, other_judges: dict[str, ModalityClassifiers] | None = None
+                   ) -> dict[str, list[dict]]:
+    """Every metric of the paper for one model; ``joint_subsets`` are its objective's mixture components.
+
+    ``other_judges``: more classifier sets that judge the *same* generations; their coherence by number of inputs
+    goes into the summary as ``coherence (<name>)``, so the spread between judges shows next to the numbers.
+    """
     model.eval()
     test = test.subset(torch.arange(min(options.test_samples, len(test))))
-    coherence = conditional_coherence(model, classifiers, test, seed=options.seed, progress=progress)
+    judged = conditional_coherence_by_judge(model, {"shipped": classifiers, **(other_judges or {})}, test,
+                                            seed=options.seed, progress=progress)
+    coherence = judged.pop("shipped")
     probes = latent_probe(model, train, test, num_train=options.probe_train, seed=options.seed)
     # the feature-space distance needs the judges' features (PolyMNIST's classifiers have them)
     frechet = frechet_classifier_distance(model, classifiers, test, seed=options.seed, progress=progress) \
@@ -106,6 +113,8 @@ def evaluate_model(model: MultimodalVAE, joint_subsets: Tensor, classifiers: Mod
     likelihood = likelihood_rows(model, joint_subsets, points, options.likelihood_samples, options.seed)
     summary = [{"metric": "coherence", "num_inputs": k, "value": v}
                for k, v in coherence_by_num_inputs(coherence).items()]
+    summary += [{"metric": f"coherence ({name})", "num_inputs": k, "value": v}
+                for name, rows in judged.items() for k, v in coherence_by_num_inputs(rows).items()]
     summary.append({"metric": "random_coherence", "num_inputs": 0,
                     "value": random_coherence(model, classifiers, num_samples=len(test), seed=options.seed)})
     summary += [{"metric": "latent_probe", "num_inputs": k, "value": v}
