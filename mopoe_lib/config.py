@@ -368,7 +368,7 @@ def _registry() -> dict[str, ExperimentConfig]:
                 latent_dim=20, objective=model, lr=1e-3, epochs=epochs, eval_samples=1000 if scale == "fast" else 10000)
         out[f"mst-compact-{model}"] = ExperimentConfig(
             name=f"mst-compact-{model}", dataset="mnist-svhn-text", data_variant="compact", architecture="mst",
-            latent_dim=20, objective=model, epochs=10, eval_samples=2000, eval_coherence=1000, eval_every_epochs=2,
+            latent_dim=20, objective=model, epochs=6, eval_samples=2000, eval_coherence=1000, eval_every_epochs=2,
             **CPU_RECIPE)
         # CelebA (download it yourself: mopoe_lib/data/celeba.py): 20 shared + 32 modality-specific dimensions
         out[f"celeba-full-{model}"] = ExperimentConfig(
