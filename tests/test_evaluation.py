@@ -307,3 +307,20 @@ def test_other_judges_score_the_same_generations_in_the_summary():
     rows = {(r["metric"], r["num_inputs"]): r["value"] for r in tables["summary"]}
     for k in range(1, 5):  # the same judge on the same generations: the same numbers
         assert rows[("coherence (again)", k)] == rows[("coherence", k)]
+
+
+def test_conditional_likelihoods_by_number_of_inputs_are_exact_on_the_toy():
+    """With exact experts the posterior given S is the true one, so every log p(x_t | X_S) is exact."""
+    from mopoe_lib.evaluation import conditional_by_num_inputs
+    from mopoe_lib.toy import LinearGaussianToy
+
+    toy = LinearGaussianToy.random(num_modalities=3, latent_dim=2, obs_dim=2, seed=4)
+    _, xs = toy.sample(50, torch.Generator().manual_seed(1))
+    rows = conditional_by_num_inputs(toy.model("always"), xs, num_samples=20)
+    assert len(rows) == 3 * 4 and {r["num_inputs"] for r in rows} == {0, 1, 2}
+    names = toy.model("always").names
+    for row in rows:
+        t = names.index(row["target"])
+        given = [names.index(n) for n in row["given"].split("+")] if row["given"] else []
+        exact = toy.log_marginal(xs, given + [t]) - (toy.log_marginal(xs, given) if given else 0.0)
+        assert row["value"] == pytest.approx(float(exact.mean()), abs=1e-6), row

@@ -11,7 +11,12 @@ from .coherence import (
 )
 from .frechet import frechet_classifier_distance, frechet_distance, inception_frechet_distance
 from .latent import latent_probe, subset_means, subset_posteriors
-from .likelihood import conditional_log_likelihood, log_likelihood, marginal_log_likelihood
+from .likelihood import (
+    conditional_by_num_inputs,
+    conditional_log_likelihood,
+    log_likelihood,
+    marginal_log_likelihood,
+)
 from .published import published_rows
 from .results import collect_results, evaluate_run, judges_for, provenance, result_folders, seed_summary
 from .suite import SuiteOptions, evaluate_model, read_tables, write_tables
@@ -20,6 +25,7 @@ __all__ = [
     "conditional_coherence_by_judge",
     "evaluate_bound",
     "judges_for",
+    "conditional_by_num_inputs",
     "marginal_log_likelihood",
     "collect_results",
     "evaluate_run",
