@@ -92,7 +92,7 @@ def _conditional_likelihood_comes_from_the_library(records: dict) -> None:
     from mopoe_lib.evaluation import conditional_by_num_inputs
 
     run = book_models("fast", models=("mmvae",), progress=False)["mmvae"]
-    points = load_polymnist("test", "fast").get_batch(torch.arange(40))  # the chapter's FAST N_POINTS, K, seed
+    points = load_polymnist("test", "fast").get_batch(torch.arange(24))  # the chapter's FAST N_COND, K, seed
     rows = [r for r in conditional_by_num_inputs(run.model, points.x, 64, seed=0) if r["num_inputs"] == 2]
     assert records["conditional/mmvae/2"] == pytest.approx(sum(r["value"] for r in rows) / len(rows), rel=1e-6)
 
