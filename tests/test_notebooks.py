@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from browser import ARTIFACTS, CHROMIUM, screenshot_page
 
 from mopoe_lib.book import read_records
 from mopoe_lib.book.build import chapters, records_path
@@ -42,6 +43,16 @@ def test_chapter_executes_in_fast_mode(name, tmp_path):
     assert code_cells and all(c.get("execution_count") for c in code_cells)
     assert any("image/png" in o.get("data", {}) for c in code_cells for o in c.outputs), "no figure drawn"
     assert stray_outputs(notebook) == []
+    if CHROMIUM is not None:  # the chapter as a reader of the HTML edition sees it, kept as a test artifact
+        from mopoe_lib.book.html import export_html, vendor
+
+        executed = tmp_path / name.replace(".py", ".ipynb")
+        vendor(tmp_path / "html", ROOT / "build" / "npm")
+        export_html([executed], tmp_path / "html")
+        page = screenshot_page(tmp_path / "html" / executed.with_suffix(".html").name,
+                               ARTIFACTS / f"html_{name.replace('.py', '.png')}")
+        assert page["errors"] == [] and page["outside"] == [], page
+        assert page["load_seconds"] < 2.0, page
     check = LIBRARY_CHECKS.get(name)
     if check is not None:
         check(read_records(records_path(tmp_path, Path(name))))
