@@ -14,26 +14,33 @@ SKIP_REASON = "no Chromium binary on this machine (make test installs Debian's c
               "this test)"
 
 
+def local_only(page) -> tuple[list[str], list[str]]:
+    """Block every request of a playwright page that is not a file on disk; returns the lists that collect the
+    blocked URLs and the page errors."""
+    outside, errors = [], []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def route(request_route):
+        if request_route.request.url.startswith("file://"):
+            request_route.continue_()
+        else:
+            outside.append(request_route.request.url)
+            request_route.abort()
+
+    page.route("**/*", route)
+    return outside, errors
+
+
 def screenshot_page(page_file: Path, artifact: Path, width: int = 1100) -> dict:
     """Open ``page_file`` from disk in headless chromium with every non-file request blocked, wait for the math
     to render, save a full-page screenshot; returns the load time, the page errors and the blocked requests."""
     from playwright.sync_api import sync_playwright
 
     artifact.parent.mkdir(parents=True, exist_ok=True)
-    outside, errors = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": width, "height": 900})
-        page.on("pageerror", lambda error: errors.append(str(error)))
-
-        def only_local(route):
-            if route.request.url.startswith("file://"):
-                route.continue_()
-            else:
-                outside.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", only_local)
+        outside, errors = local_only(page)
         start = time.perf_counter()
         page.goto(page_file.as_uri(), wait_until="load")
         seconds = time.perf_counter() - start

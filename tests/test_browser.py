@@ -20,7 +20,7 @@ import urllib.request
 import jupytext
 import nbformat
 import pytest
-from browser import ARTIFACTS, CHROMIUM, ROOT
+from browser import ARTIFACTS, CHROMIUM, ROOT, local_only
 
 
 def _free_port() -> int:
@@ -133,20 +133,10 @@ def test_static_html_edition_renders_widgets_and_math_offline(tmp_path):
     vendor(out, ROOT / "build" / "npm")
     export_html([source], out)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    outside, errors = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1000, "height": 700})
-        page.on("pageerror", lambda error: errors.append(str(error)))
-
-        def only_local(route):
-            if route.request.url.startswith("file://"):
-                route.continue_()
-            else:
-                outside.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", only_local)
+        outside, errors = local_only(page)
         page.goto((out / "09_page.html").as_uri())
         page.wait_for_selector(".widget-checkbox input[type=checkbox]", timeout=60_000)
         page.wait_for_selector("mjx-container", timeout=60_000)
