@@ -324,3 +324,26 @@ def test_conditional_likelihoods_by_number_of_inputs_are_exact_on_the_toy():
         given = [names.index(n) for n in row["given"].split("+")] if row["given"] else []
         exact = toy.log_marginal(xs, given + [t]) - (toy.log_marginal(xs, given) if given else 0.0)
         assert row["value"] == pytest.approx(float(exact.mean()), abs=1e-6), row
+
+
+def test_the_aggregate_posterior_sampler_reproduces_the_posterior_means_it_was_fitted_to():
+    """Fitted to the joint posterior means of a toy whose means form two clusters, the sampler draws latents
+    with the same mean and covariance (within sampling error), deterministically for a seed."""
+    from mopoe_lib.data import MultimodalDataset
+    from mopoe_lib.sampler import AggregatePosterior, sample_unconditional
+    from mopoe_lib.toy import LinearGaussianToy
+
+    toy = LinearGaussianToy.random(num_modalities=2, latent_dim=2, obs_dim=3, noise=0.3, seed=2)
+    z, xs = toy.sample(4000, torch.Generator().manual_seed(0))
+    model = toy.model("always")
+    data = MultimodalDataset([x.float() for x in xs], torch.zeros(4000, dtype=torch.long))
+    model = model.float()
+    sampler = AggregatePosterior.fit(model, data, components=4, num_tuples=4000)
+    means = model.infer([x.float() for x in xs], [0, 1])[0].detach().double()
+    drawn = sampler.sample(20000, torch.Generator().manual_seed(1)).double()
+    assert torch.allclose(drawn.mean(0), means.mean(0), atol=0.05)
+    assert torch.allclose(torch.cov(drawn.T), torch.cov(means.T), atol=0.08)
+    again = [sampler.sample(5, torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*again)
+    generated = sample_unconditional(model, 7, torch.Generator().manual_seed(0), sampler)
+    assert [g.shape for g in generated] == [(7, 3), (7, 3)]

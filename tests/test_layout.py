@@ -17,7 +17,7 @@ LAYERS = {
     "mopoe_lib": 0, "settings": 0, "integrity": 0,  # the package root holds only the version
     "data": 1, "fusion": 1, "likelihoods": 1, "viz": 1,
     "networks": 2, "model": 2,
-    "objectives": 3, "toy": 3,
+    "objectives": 3, "toy": 3, "sampler": 3,
     "config": 4,
     "runs": 5,
     "evaluation": 6,

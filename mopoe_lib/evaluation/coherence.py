@@ -6,7 +6,8 @@
   whose predicted digit equals the true label. All subsets are processed at once per batch (one encoding, one
   posterior per subset, one batched decoding).
 - *Random (joint) coherence*: decode z ~ N(0, I) into all modalities; the fraction of samples on which all
-  classifiers predict the same digit.
+  classifiers predict the same digit. With an :class:`~mopoe_lib.sampler.AggregatePosterior`, z comes from a
+  density fitted to the training posteriors instead of the prior.
 
 Results are tidy rows (one per subset and target modality) that aggregate by the number of inputs, counting
 only targets *outside* the input subset (generating a modality the model was shown is reconstruction).
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from ..data.dataset import MultimodalDataset
 from ..fusion import powerset, subset_labels
 from ..model import MultimodalVAE, given_rows
+from ..sampler import AggregatePosterior, sample_unconditional
 from .classifiers import ModalityClassifiers, predict
 
 
@@ -98,14 +100,15 @@ def coherence_by_num_inputs(rows: Sequence[dict], include_inputs: bool = False) 
 
 @torch.no_grad()
 def random_coherence(model: MultimodalVAE, classifiers: ModalityClassifiers, num_samples: int = 10_000,
-                     batch_size: int = 1000, seed: int = 0) -> float:
-    """Fraction of prior samples whose generated modalities are all classified as the same digit."""
+                     batch_size: int = 1000, seed: int = 0, sampler: AggregatePosterior | None = None) -> float:
+    """Fraction of unconditional samples whose generated modalities are all classified as the same digit:
+    latents from the prior, or from ``sampler`` (an ex-post density estimate of the aggregate posterior)."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     agree = 0
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
-        generated = [g.clamp(0, 1) for g in model.sample_prior(n, generator)]
+        generated = [g.clamp(0, 1) for g in sample_unconditional(model, n, generator, sampler)]
         predicted = predict(classifiers, generated)  # (M, n)
         agree += int((predicted == predicted[:1]).all(dim=0).sum())
     return agree / num_samples

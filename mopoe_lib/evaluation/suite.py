@@ -29,6 +29,7 @@ from torch import Tensor
 from ..data.dataset import MultimodalDataset
 from ..integrity import atomic_dir, write_json
 from ..model import MultimodalVAE
+from ..sampler import AggregatePosterior
 from .classifiers import ModalityClassifiers
 from .coherence import coherence_by_num_inputs, conditional_coherence_by_judge, random_coherence
 from .frechet import frechet_classifier_distance
@@ -117,6 +118,10 @@ def evaluate_model(model: MultimodalVAE, joint_subsets: Tensor, classifiers: Mod
                 for name, rows in judged.items() for k, v in coherence_by_num_inputs(rows).items()]
     summary.append({"metric": "random_coherence", "num_inputs": 0,
                     "value": random_coherence(model, classifiers, num_samples=len(test), seed=options.seed)})
+    sampler = AggregatePosterior.fit(model, train, seed=options.seed)
+    summary.append({"metric": "random_coherence (aggregate posterior)", "num_inputs": 0,
+                    "value": random_coherence(model, classifiers, num_samples=len(test), seed=options.seed,
+                                              sampler=sampler)})
     summary += [{"metric": "latent_probe", "num_inputs": k, "value": v}
                 for k, v in _by_inputs(probes, "accuracy").items()]
     summary += [{"metric": "frechet", "num_inputs": k, "value": v} for k, v in _by_inputs(frechet, "frechet").items()]
