@@ -217,14 +217,30 @@ def _at(points: list[dict[str, Any]], minutes: float | None) -> dict[str, Any] |
     return before[-1] if before else None
 
 
+def _at_samples(results: dict[str, Any], samples: float) -> dict[str, Any] | None:
+    """The last point at or before ``samples`` training examples (steps x batch size: compares batch sizes)."""
+    batch = results["config"]["batch_size"]
+    before = [p for p in results["points"] if p["global_step"] * batch <= samples]
+    return before[-1] if before else None
+
+
+def _selected(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.at_samples is not None:
+        point = _at_samples(results, args.at_samples)
+    elif args.at is not None or args.last:
+        point = _at(results["points"], args.at)
+    else:
+        return results["points"]
+    return [point] if point is not None else []
+
+
 def table(args: argparse.Namespace) -> None:
-    """Markdown: every point of each results file, or (``--at``) one row per file at a training-time budget."""
+    """Markdown: every point of each results file, or one row per file at a training-time (``--at``) or a
+    training-examples (``--at-samples``) budget."""
     lines = ["| label | experiment | seed | minutes | step | steps/min | load | coherence 1/2/3/4 | second judge | "
              "probe 1/5 | test bound | KL |", "|---|---|---|--:|--:|--:|--:|---|---|---|--:|--:|"]
     for results in _rows(list(map(Path, args.results))):
-        points = results["points"] if args.at is None and not args.last else \
-            [p for p in [_at(results["points"], args.at)] if p is not None]
-        for point in points:
+        for point in _selected(results, args):
             c, p = point["coherence/shipped"], point["probe"]
             judge = next((v for k, v in point.items() if k.startswith("coherence/") and k != "coherence/shipped"),
                          None)
@@ -292,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("results", nargs="+")
     t.add_argument("--last", action="store_true", help="only the last point of each run")
     t.add_argument("--at", type=float, default=None, help="one row per run: the point at this many minutes")
+    t.add_argument("--at-samples", type=float, default=None,
+                   help="one row per run: the last point within this many training examples (steps x batch)")
     t.add_argument("--out", default=None, help="also write the table to this markdown file")
     p = sub.add_parser("plot", help="coherence and test bound against training minutes")
     p.add_argument("results", nargs="+")
