@@ -147,8 +147,8 @@ if len(judge_sets) > 1:
                            for judge, rows in by_judge.items()}).round(3).rename_axis("inputs")
     display(spread)
 else:
-    print("the second judge set is not shipped in this copy (python -m mopoe_lib.evaluation.classifiers train "
-          "--arch deep --augment --out data/classifiers/polymnist-judge2)")
+    print("no usable second judge set in this copy (python -m mopoe_lib.evaluation.classifiers train "
+          "--arch deep --augment --fresh-crops --out data/classifiers/polymnist-judge2 makes one)")
 
 # %% [markdown]
 # ## 4. Per subset and target, and random coherence

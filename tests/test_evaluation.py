@@ -291,6 +291,25 @@ def test_a_second_judge_has_its_own_architecture_and_reads_blurred_images(tmp_pa
         train_classifiers(data, epochs=1, progress=False, arch="resnet")
 
 
+def test_a_second_judge_set_with_a_classifier_at_chance_is_left_out(tmp_path, monkeypatch):
+    from mopoe_lib.config import get_config
+    from mopoe_lib.evaluation import results
+    from mopoe_lib.evaluation.classifiers import ModalityClassifiers, save_classifiers
+
+    config = get_config("polymnist-fast-mopoe")
+    monkeypatch.setattr(results, "classifier_dir", lambda name="polymnist": tmp_path / name)
+    assert results.second_judges(config) == {}  # not shipped: no second judge, no warning
+    info = {"num_modalities": 5, "arch": "deep", "modalities": ["a", "b", "c", "d", "e"]}
+    folder = tmp_path / results.SECOND_JUDGE
+    save_classifiers(ModalityClassifiers(5, arch="deep"), torch.tensor([0.98, 0.11, 0.97, 0.99, 0.96]), folder, info)
+    with pytest.warns(UserWarning, match=r"below 0.9 for \{'b': 0.11\}"):
+        assert results.second_judges(config) == {}
+    save_classifiers(ModalityClassifiers(5, arch="deep"), torch.tensor([0.98, 0.95, 0.97, 0.99, 0.96]), folder, info)
+    judges = results.second_judges(config)
+    assert list(judges) == ["judge2"] and judges["judge2"].arch == "deep"
+    assert results.second_judges(get_config("mst-fast-mopoe")) == {}  # PolyMNIST only
+
+
 def test_other_judges_score_the_same_generations_in_the_summary():
     from mopoe_lib.config import build_model, get_config
     from mopoe_lib.data import load_polymnist

@@ -208,6 +208,11 @@ def save_classifiers(model: ModalityClassifiers, accuracies: Tensor, folder: Pat
     return folder
 
 
+#: A classifier set judges generations only if every modality's classifier reached this test accuracy on real
+#: images (a classifier stuck at chance would make every coherence number it touches meaningless).
+JUDGE_MIN_ACCURACY = 0.9
+
+
 def load_classifiers(folder: Path | None = None, map_location: str = "cpu") -> ModalityClassifiers:
     """Load the shipped classifiers (checksum verified), in eval mode.
 
@@ -281,6 +286,10 @@ def _train_command(args: argparse.Namespace, folder: Path, command: str) -> int:
     acc = accuracy(model, test)
     save_classifiers(model, acc, folder, info)
     print(f"test accuracy per modality: {[round(float(a), 4) for a in acc]} -> {folder}")
+    weak = [name for name, a in zip(names, acc.tolist(), strict=True) if a < JUDGE_MIN_ACCURACY]
+    if weak:
+        print(f"below {JUDGE_MIN_ACCURACY} (not usable as judges): {', '.join(weak)}; retrain them with "
+              f"--modalities {' '.join(weak)} --out {folder} (a lower --lr often helps)")
     return 0
 
 

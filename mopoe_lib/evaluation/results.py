@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..config import ExperimentConfig, load_dataset
 from ..integrity import read_json
 from ..runs import CheckpointError
 from ..settings import repo_root
-from .classifiers import classifier_dir, load_classifiers
+from .classifiers import JUDGE_MIN_ACCURACY, classifier_dir, load_classifiers
 from .suite import SuiteOptions, evaluate_model, read_tables, write_tables
 
 
@@ -73,9 +74,18 @@ SECOND_JUDGE = "polymnist-judge2"
 
 def second_judges(config: ExperimentConfig) -> dict[str, Any]:
     """The second PolyMNIST judge set (another architecture and seed, trained on blurred images) when it is
-    shipped; none for other data sets."""
+    shipped and every classifier in it reached :data:`~.classifiers.JUDGE_MIN_ACCURACY` on real test images (otherwise a
+    warning names the weak ones and the set is left out); none for other data sets."""
     folder = classifier_dir(SECOND_JUDGE)
     if config.dataset != "polymnist" or not (folder / "classifiers.json").is_file():
+        return {}
+    meta = read_json(folder / "classifiers.json")
+    weak = {name: acc for name, acc in zip(meta.get("modalities", []), meta.get("test_accuracy", []), strict=False)
+            if acc < JUDGE_MIN_ACCURACY}
+    if weak or len(meta.get("test_accuracy", [])) != meta.get("num_modalities", 5):
+        warnings.warn(f"{folder} is not used as a judge: test accuracy below {JUDGE_MIN_ACCURACY} for {weak} "
+                      f"(retrain those with python -m mopoe_lib.evaluation.classifiers train --out {folder} "
+                      "--modalities ...)", stacklevel=2)
         return {}
     return {"judge2": load_classifiers(folder)}
 
