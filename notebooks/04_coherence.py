@@ -223,7 +223,7 @@ for name in MODELS:
 #   pass per model; the tables distinguish targets inside and outside the input subset.
 # - The MoPoE's coherence grows with the number of inputs; the MMVAE's stays flat (given a subset, z comes
 #   from one of its single-modality experts); the MVAE's is low from few inputs: the published trends, which
-#   the shipped compact models reproduce when trained long enough.
+#   the shipped compact models reproduce.
 #
 # **Exercises.** (1) Use `sample=False` in `model.generate` (the posterior mean): does coherence go up?
 # (2) Which target modality is hardest to generate, and does its classifier's accuracy explain it?
