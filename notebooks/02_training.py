@@ -183,8 +183,9 @@ for ax, name in zip(axes, MODELS):
     ax.set_title(name)
     ax.set_xlabel("training minutes (one CPU thread)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="upper left")
 axes[0].set_ylabel("conditional coherence")
+handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=5, fontsize=8)
 plt.show()
 
 # %% [markdown]
