@@ -174,16 +174,15 @@ by_inputs.round(3)
 
 # %% [markdown]
 # **Reading the shipped models' numbers (FAST mode).** Six epochs of 120k triples on one CPU thread are not
-# enough for this data set: the tables show which directions have been learned. Every model generates MNIST from the text
-# almost perfectly, and the MMVAE also generates MNIST from the colour digits, but colour digits and text
-# generated from the *other* modalities are at or below chance (the reader counts a generated text only when it is
-# exactly a digit word, so a text decoder that has not learned to spell from an image's latent scores 0, below
-# the 0.1 of a guess). Reconstructions (the cells where the target is an input, in the tables written next to
-# each model) are good for MNIST and text and weaker for the colour digits. So the mean coherence by number of
-# inputs above measures how far training has come, not the methods: on this data set the paper's comparison
-# needs longer training (the FULL setup) or the GPU. The linear probe tells the same story from the latent side:
-# the digit is there (the MoPoE's probe reads it from any two modalities), but the decoders of the colour digits
-# and of the text do not yet use it when the latent comes from another modality.
+# enough for this data set: the tables show which directions have been learned. The MoPoE and the MMVAE generate
+# MNIST from the text almost perfectly, and the MMVAE also generates MNIST from the colour digits; colour digits
+# and text generated from the *other* modalities are at or below chance for both (the reader counts a generated
+# text only when it is exactly a digit word, so a text decoder that has not learned to spell from an image's
+# latent scores 0, below the 0.1 of a guess). The MVAE is weakly above chance in most directions. So the mean
+# coherence by number of inputs above measures how far training has come, not the methods: on this data set the
+# paper's comparison needs longer training (the FULL setup, on a GPU). The linear probe tells the same story from
+# the latent side: the digit is there (the MoPoE's probe reads it from any two modalities), but the decoders of
+# the colour digits and of the text do not yet use it when the latent comes from another modality.
 
 # %% [markdown]
 # ## Summary
