@@ -74,8 +74,8 @@ SECOND_JUDGE = "polymnist-judge2"
 
 def second_judges(config: ExperimentConfig) -> dict[str, Any]:
     """The second PolyMNIST judge set (another architecture and seed, trained on blurred images) when it is
-    shipped and every classifier in it reached :data:`~.classifiers.JUDGE_MIN_ACCURACY` on real test images (otherwise a
-    warning names the weak ones and the set is left out); none for other data sets."""
+    shipped and every classifier in it reached :data:`~.classifiers.JUDGE_MIN_ACCURACY` on real test images
+    (otherwise a warning names the weak ones and the set is left out); none for other data sets."""
     folder = classifier_dir(SECOND_JUDGE)
     if config.dataset != "polymnist" or not (folder / "classifiers.json").is_file():
         return {}
