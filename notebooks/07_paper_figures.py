@@ -179,7 +179,8 @@ display(likelihood.pivot_table(index=["experiment", "model"], columns="metric", 
 random = summary[(summary.dataset == "polymnist") & summary.metric.str.startswith("random_coherence")]
 display(random.assign(z_from=random.metric.map(lambda m: "aggregate posterior" if "aggregate" in m else "prior"))
         .pivot_table(index=["experiment", "model"], columns="z_from", values="mean")
-        .rename_axis(columns="random coherence, z from").round(3).fillna("not measured"))
+        .rename_axis(columns="random coherence, z from").round(3).astype(object)
+        .where(lambda table: table.notna(), "not measured"))
 
 # %% [markdown]
 # ## 5. MNIST-SVHN-Text
