@@ -124,13 +124,14 @@ def load_or_train(config: ExperimentConfig, use_pretrained: bool = True, pretrai
 def time_to_coherence(label: str, experiment: str, seed: int = 0) -> dict[str, Any] | None:
     """A committed result of ``benchmarks/time_to_coherence.py`` (its points: training minutes, steps, coherence
     by number of inputs per judge, probe, test bound), or ``None`` outside a checkout or if it was not run."""
+    from ..integrity import read_json
     from ..settings import repo_root
 
     root = repo_root()
     if root is None:
         return None
     path = root / "benchmarks" / "results" / "time_to_coherence" / f"{label}-{experiment}-s{seed}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 BOOK_MODELS = ("mvae", "mmvae", "mopoe")
