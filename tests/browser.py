@@ -14,6 +14,11 @@ SKIP_REASON = "no Chromium binary on this machine (make test installs Debian's c
               "this test)"
 
 
+def launch(playwright):
+    """Headless chromium from Debian's package (Playwright's own browser download does not work offline)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+
+
 def local_only(page) -> tuple[list[str], list[str]]:
     """Block every request of a playwright page that is not a file on disk; returns the lists that collect the
     blocked URLs and the page errors."""
@@ -38,7 +43,7 @@ def screenshot_page(page_file: Path, artifact: Path, width: int = 1100) -> dict:
 
     artifact.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": width, "height": 900})
         outside, errors = local_only(page)
         start = time.perf_counter()

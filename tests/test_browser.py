@@ -20,7 +20,7 @@ import urllib.request
 import jupytext
 import nbformat
 import pytest
-from browser import ARTIFACTS, CHROMIUM, ROOT, local_only
+from browser import ARTIFACTS, CHROMIUM, ROOT, SKIP_REASON, launch, local_only
 
 
 def _free_port() -> int:
@@ -64,15 +64,14 @@ def lab(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on this machine (make test installs Debian's "
-                                              "chromium with apt; install it to run this test)")
+@pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 def test_toggling_a_subset_checkbox_redraws_the_figure(lab):
     from playwright.sync_api import sync_playwright
 
     base, token = lab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{base}/lab/tree/chapter.ipynb?token={token}")
         page.wait_for_selector(".jp-NotebookPanel", timeout=60_000)
@@ -109,8 +108,7 @@ def test_toggling_a_subset_checkbox_redraws_the_figure(lab):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on this machine (make test installs Debian's "
-                                              "chromium with apt; install it to run this test)")
+@pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 def test_static_html_edition_renders_widgets_and_math_offline(tmp_path):
     """The HTML edition opened from disk: the embedded widget state and the math render, and the page asks
     for nothing outside the build folder."""
@@ -134,7 +132,7 @@ def test_static_html_edition_renders_widgets_and_math_offline(tmp_path):
     export_html([source], out)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1000, "height": 700})
         outside, errors = local_only(page)
         page.goto((out / "09_page.html").as_uri())
