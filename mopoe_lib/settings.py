@@ -22,6 +22,8 @@ MODES: tuple[Mode, ...] = ("fast", "full")
 MODE_ENV = "MOPOE_MODE"
 #: Environment variable that overrides the data folder.
 DATA_ENV = "MOPOE_DATA_DIR"
+#: Environment variable the book's build sets to ``1``: subset pickers then save every state for the HTML edition.
+STATIC_ENV = "MOPOE_STATIC_WIDGETS"
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 

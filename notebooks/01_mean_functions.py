@@ -31,12 +31,14 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 from tqdm.auto import tqdm
 
 from mopoe_lib.book import book_setup
 from mopoe_lib.fusion import SubsetMixture, full_set, powerset, singletons
 from mopoe_lib.objectives import OBJECTIVES, make_objective
 from mopoe_lib.toy import LinearGaussianToy
+from mopoe_lib.viz import subset_picker
 
 MODE, FAST, SEED, DEVICE = book_setup(seed=0)
 torch.set_default_dtype(torch.float64)  # the exact checks below are cleaner in double precision
@@ -152,11 +154,8 @@ Z1, Z2 = torch.meshgrid(axis, axis, indexing="xy")
 GRID_2D = torch.stack([Z1, Z2], dim=-1).reshape(-1, 1, 2)  # (grid, B=1, D=2)
 
 
-def plot_2d(A=True, B=True, C=True):
-    keep = [name for name, on in zip(EXPERTS_2D, (A, B, C)) if on]
-    if not keep:
-        print("switch on at least one expert")
-        return
+def plot_2d(members: tuple[int, ...]) -> None:
+    keep = [list(EXPERTS_2D)[m] for m in members]
     mu = torch.tensor([EXPERTS_2D[k][0] for k in keep])[:, None, :]
     logvar = torch.tensor([EXPERTS_2D[k][1] for k in keep])[:, None, :]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), sharey=True)
@@ -174,8 +173,8 @@ def plot_2d(A=True, B=True, C=True):
     plt.show()
 
 
-widgets.interact(plot_2d, A=widgets.Checkbox(True, description="expert A"),
-                 B=widgets.Checkbox(True, description="expert B"), C=widgets.Checkbox(True, description="expert C"));
+display(subset_picker([f"expert {name}" for name in EXPERTS_2D], plot_2d, selected=(0, 1, 2),
+                      hint="switch on at least one expert"))
 
 # %% [markdown]
 # ## 4. The bounds on an exact model

@@ -80,8 +80,8 @@ for name, run in runs.items():
 #
 # Infer $z$ from the chosen input modalities (the model's posterior given them: a product of their experts for
 # the MVAE and the MoPoE, a mixture for the MMVAE), draw one sample, decode every modality.
-# Inputs are framed rows on top; below, each model's five generated modalities. A coherent model paints the
-# input's digit in every modality's own background style.
+# The input modalities are the top rows; below them, each model's five generated modalities. A coherent model
+# paints the input's digit in every modality's own background style.
 
 # %%
 show = test.get_batch(torch.arange(8))

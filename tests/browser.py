@@ -55,3 +55,51 @@ def screenshot_page(page_file: Path, artifact: Path, width: int = 1100) -> dict:
         browser.close()
     return {"load_seconds": round(seconds, 2), "errors": errors, "outside": outside,
             "bytes": page_file.stat().st_size}
+
+
+def drive_pickers(page_file: Path, payloads: list[dict], artifact: Path) -> list[str]:
+    """Open a built chapter page from disk (non-file requests blocked) and, in each subset picker, untick or
+    tick one modality, and then pick another option of each control; after every click the figure shown must
+    be the one saved for that state. Returns the state keys checked; raises AssertionError on a mismatch,
+    a page error or a blocked request. A screenshot of the last picker is kept as a test artifact."""
+    from playwright.sync_api import sync_playwright
+
+    def expected(payload: dict, key: str) -> list[str]:
+        return [f"data:{item['mime']};base64,{item['data']}" for item in payload["states"].get(key, [])
+                if item["type"] == "image"]
+
+    checked = []
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        outside, errors = local_only(page)
+        page.goto(page_file.as_uri(), wait_until="load")
+        pickers = page.locator(".mopoe-picker")
+        pickers.first.wait_for()
+        page.wait_for_selector(".mopoe-picker.mopoe-ready")
+        assert pickers.count() == len(payloads), (pickers.count(), len(payloads))
+        for number, payload in enumerate(payloads):
+            picker = pickers.nth(number)
+            picker.scroll_into_view_if_needed()
+            options = [c["index"] for c in payload["controls"]]
+            members = set(payload["selected"])
+            clicks = [("check", m) for m in (next(m for m in range(len(payload["names"])) if m not in members)
+                                               if len(members) < len(payload["names"]) else max(members),)]
+            clicks += [("check", clicks[0][1])]  # and back
+            clicks += [("control", c) for c in range(len(options))]
+            for kind, which in clicks:
+                if kind == "check":
+                    picker.locator(f'.mopoe-checks input[value="{which}"]').click()
+                    members ^= {which}
+                else:
+                    options[which] = (options[which] + 1) % len(payload["controls"][which]["labels"])
+                    picker.locator(".mopoe-control").nth(which).locator(f'button[data-index="{options[which]}"]').click()
+                key = "|".join([*(str(i) for i in options), ",".join(str(m) for m in sorted(members))])
+                assert picker.get_attribute("data-state") == key, (picker.get_attribute("data-state"), key)
+                shown = [img.get_attribute("src") for img in picker.locator(".mopoe-output img").all()]
+                assert shown == expected(payload, key) and shown, f"picker {number}, state {key}: wrong figure"
+                checked.append(key)
+        picker.screenshot(path=str(artifact))
+        browser.close()
+    assert errors == [] and outside == [], (errors, outside)
+    return checked

@@ -38,3 +38,53 @@ def test_remote_scripts_are_refused(tmp_path):
     page = _notebook(tmp_path / "02_bad.ipynb", "2. Bad", '<script src="https://cdn.example.org/x.js"></script>')
     with pytest.raises(RuntimeError, match="remote script"):
         export_html([page], tmp_path / "html")
+
+
+def _elements(body: str) -> list[tuple[str, dict[str, str]]]:
+    """(tag, attributes) of every start tag of a page, in order (nbconvert rewrites attribute order)."""
+    from html.parser import HTMLParser
+
+    found = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.append((tag, {key: value or "" for key, value in attrs}))
+
+    Parser().feed(body)
+    return found
+
+
+def test_saved_subset_pickers_become_offline_pickers_on_the_page(tmp_path):
+    """A picker output (live widget view plus saved states) is replaced by our checkboxes, buttons and saved
+    figures; the page loads our script from vendor/, shows the selected state's figure before any script runs,
+    and the saved JSON cannot close its script element early."""
+    import json
+    import re
+
+    from mopoe_lib.book.html import PICKER_URL
+    from mopoe_lib.viz.widgets import STATES_MIME
+
+    image = {"type": "image", "mime": "image/webp", "data": "QUJD", "width": 10, "height": 5}
+    states = {"0|0": [image], "0|1": [{"type": "text", "text": "</script><b>x</b>"}],
+              "0|0,1": [], "1|0": [], "1|1": [], "1|0,1": []}
+    payload = {"names": ["a", "b"], "selected": [0], "states": states, "empty": "tick one",
+               "controls": [{"name": "model", "description": "model", "labels": ["mvae", "mopoe"], "index": 0}]}
+    output = new_output("display_data", {"text/plain": "SubsetPicker(...)", STATES_MIME: payload,
+                                         "application/vnd.jupyter.widget-view+json": {"model_id": "abc"}})
+    notebook = new_notebook(cells=[new_markdown_cell("# 3. Pick"), new_code_cell("picker", outputs=[output])])
+    nbformat.write(notebook, tmp_path / "03_pick.ipynb")
+    export_html([tmp_path / "03_pick.ipynb"], tmp_path / "html")
+    body = (tmp_path / "html" / "03_pick.html").read_text()
+    assert f'src="{PICKER_URL}"' in body and (tmp_path / "html" / PICKER_URL).is_file()
+    assert body.count('class="mopoe-picker"') == 1 and '"model_id": "abc"' not in body
+    elements = _elements(body)
+    assert [(a["src"], a["width"]) for tag, a in elements if tag == "img" and a.get("alt", "").startswith("figure")] \
+        == [("data:image/webp;base64,QUJD", "10")]  # the selected state, drawn before any script runs
+    assert [(a["value"], "checked" in a) for tag, a in elements if tag == "input"] == [("0", True), ("1", False)]
+    assert [(a["data-index"], a["aria-pressed"], a.get("class")) for tag, a in elements if tag == "button"] \
+        == [("0", "true", "mopoe-active"), ("1", "false", None)]
+    saved = re.search(r'<script[^>]*class="mopoe-states"[^>]*>(.*?)</script>', body, re.S).group(1)
+    assert json.loads(saved) == payload
+    index = (tmp_path / "html" / "index.html").read_text()
+    assert 'href="run-it-yourself.html"' in index
+    assert "make book" in (tmp_path / "html" / "run-it-yourself.html").read_text()

@@ -8,6 +8,7 @@ pytest's captured process intermittently stalled here.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -16,14 +17,21 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-from browser import ARTIFACTS, CHROMIUM, screenshot_page
+from browser import ARTIFACTS, CHROMIUM, drive_pickers, screenshot_page
 
 from mopoe_lib.book import read_records
 from mopoe_lib.book.build import chapters, records_path
+from mopoe_lib.viz.widgets import STATES_MIME
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_CHAPTERS = ["00_data.py", "01_mean_functions.py", "02_training.py", "03_latent_spaces.py", "04_coherence.py",
                      "05_likelihood.py", "06_mnist_svhn_text.py", "07_paper_figures.py"]
+
+
+#: the chapters' subset pickers (each saves every state for the HTML edition) and the largest page we accept: the
+#: pickers' saved figures are most of a page's weight (chapter 3: three models x 31 subsets)
+PICKERS = {"01_mean_functions.py": 1, "03_latent_spaces.py": 1, "04_coherence.py": 1, "06_mnist_svhn_text.py": 1}
+PAGE_BYTES = 8_000_000
 
 
 def test_expected_chapters_are_present():
@@ -53,6 +61,16 @@ def test_chapter_executes_in_fast_mode(name, tmp_path):
                                ARTIFACTS / f"html_{name.replace('.py', '.png')}")
         assert page["errors"] == [] and page["outside"] == [], page
         assert page["load_seconds"] < 2.0, page
+        assert page["bytes"] < PAGE_BYTES, page
+        report = ARTIFACTS / "html_pages.jsonl"
+        with report.open("a") as handle:
+            handle.write(json.dumps({"page": executed.with_suffix(".html").name, **page}) + "\n")
+        # the subset pickers respond in the page itself: each click shows the figure saved for that state
+        payloads = [o["data"][STATES_MIME] for c in code_cells for o in c.outputs if STATES_MIME in o.get("data", {})]
+        assert len(payloads) == PICKERS.get(name, 0), f"{name}: {len(payloads)} saved subset pickers"
+        if payloads:
+            drive_pickers(tmp_path / "html" / executed.with_suffix(".html").name, payloads,
+                          ARTIFACTS / f"html_picker_{name.replace('.py', '.png')}")
     check = LIBRARY_CHECKS.get(name)
     if check is not None:
         check(read_records(records_path(tmp_path, Path(name))))

@@ -1,10 +1,16 @@
-"""The subset picker calls the drawing function with the ticked modalities and the extra controls' values."""
+"""The subset picker calls the drawing function with the ticked modalities and the extra controls' values, and
+saves every state for the HTML edition; the plots' layout helpers."""
 
 from __future__ import annotations
 
+import base64
+import io
+
 import ipywidgets as widgets
+import pytest
 
 from mopoe_lib.viz import subset_picker
+from mopoe_lib.viz.widgets import STATES_MIME, state_key
 
 
 def test_subset_picker_redraws_for_the_ticked_subset():
@@ -18,6 +24,45 @@ def test_subset_picker_redraws_for_the_ticked_subset():
     model.value = "mvae"
     checks[0].value = checks[1].value = checks[2].value = False  # empty: a hint, no draw
     assert calls == [((0, 2), "mopoe"), ((0, 1, 2), "mopoe"), ((0, 1, 2), "mvae"), ((1, 2), "mvae"), ((2,), "mvae")]
+
+
+def _titled_figure(members, model="none"):
+    """A figure whose size encodes the state (so the saved images can be told apart) and whose title names it."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(1 + len(members), 1 + (model == "mopoe")), dpi=50)
+    fig.suptitle(f"{model} {members}")
+
+
+def test_subset_picker_saves_every_state_for_the_html_edition():
+    from PIL import Image
+
+    model = widgets.ToggleButtons(options=(("MVAE", "mvae"), ("MoPoE", "mopoe")), value="mopoe", description="model")
+    box = subset_picker(["a", "b", "c"], _titled_figure, selected=(1,), controls={"model": model}, precompute=True)
+    saved = box._repr_mimebundle_()[STATES_MIME]
+    assert saved["names"] == ["a", "b", "c"] and saved["selected"] == [1]
+    assert saved["controls"] == [{"name": "model", "description": "model", "labels": ["MVAE", "MoPoE"], "index": 1}]
+    subsets = [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
+    assert sorted(saved["states"]) == sorted(state_key(s, (i,)) for s in subsets for i in (0, 1))
+    for members in subsets:
+        for index, name in enumerate(("mvae", "mopoe")):
+            (item,) = saved["states"][state_key(members, (index,))]
+            picture = Image.open(io.BytesIO(base64.b64decode(item["data"])))
+            assert item["mime"] == "image/webp" and picture.format == "WEBP"
+            # the figure drawn for this state: 50 dpi, (1 + |S|) x (1 + [mopoe]) inches
+            assert (picture.width, picture.height) == (item["width"], item["height"]) \
+                == (50 * (1 + len(members)), 50 * (1 + (name == "mopoe")))
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_subset_picker_saves_text_and_refuses_controls_without_options():
+    box = subset_picker(["a", "b"], lambda members: print("ticked", members), precompute=True)
+    assert box._repr_mimebundle_()[STATES_MIME]["states"]["0,1"] == [{"type": "text", "text": "ticked (0, 1)\n"}]
+    assert STATES_MIME not in subset_picker(["a", "b"], lambda members: None, precompute=False)._repr_mimebundle_()
+    with pytest.raises(ValueError, match="finite set of options"):
+        subset_picker(["a"], lambda members, k: None, controls={"k": widgets.IntSlider(3)}, precompute=True)
 
 
 def test_coherence_heatmap_orders_subsets_by_size_whatever_their_names():
@@ -55,10 +100,15 @@ def test_image_grid_title_and_labels_do_not_overlap():
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     title = fig._suptitle.get_window_extent(renderer)
-    column_labels = [ax.title.get_window_extent(renderer) for ax in fig.axes[:8]]
-    first_row = [ax.get_window_extent(renderer) for ax in fig.axes[:8]]
+    column_labels = [label.get_window_extent(renderer) for label in fig.axes[0].get_xticklabels()]
+    first_row = fig.axes[0].get_window_extent(renderer)
+    assert [label.get_text() for label in fig.axes[0].get_xticklabels()] == [str(c) for c in range(8)]
     assert all(not title.overlaps(label) for label in column_labels)
-    assert all(label.y0 >= box.y1 - 1 for label, box in zip(column_labels, first_row, strict=True))
+    assert all(label.y0 >= first_row.y1 - 1 for label in column_labels)
+    # each column label is centred over its image: 8 cells of 28 pixels, 2 pixels apart
+    centres = [(label.x0 + label.x1) / 2 for label in column_labels]
+    expected = [first_row.x0 + first_row.width * (c * 30 + 14) / (8 * 30 - 2) for c in range(8)]
+    assert max(abs(a - b) for a, b in zip(centres, expected, strict=True)) < 0.02 * first_row.width
 
 
 def test_metric_curves_draw_one_line_per_run_and_split_against_epochs_or_minutes():

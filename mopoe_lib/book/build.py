@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..settings import MODE_ENV, MODES, repo_root
+from ..settings import MODE_ENV, MODES, STATIC_ENV, repo_root
 
 #: the environment variable :func:`mopoe_lib.book.record` writes to (kept here so building needs no model code)
 RECORD_ENV = "MOPOE_RECORD"
@@ -105,8 +105,9 @@ def execute_chapter(path: Path, mode: str = "fast", timeout: int | None = 1800,
                     records: Path | None = None):  # -> nbformat.NotebookNode
     """Execute one chapter top to bottom in a fresh kernel and return the executed notebook.
 
-    The kernel runs in the chapter's folder with ``MOPOE_MODE=mode`` and the MPLBACKEND set for inline
-    figures. Raises :class:`ChapterError` at the first failing cell.
+    The kernel runs in the chapter's folder with ``MOPOE_MODE=mode``, the MPLBACKEND set for inline
+    figures and ``MOPOE_STATIC_WIDGETS=1`` (subset pickers save every state for the HTML edition). Raises
+    :class:`ChapterError` at the first failing cell.
     """
     import jupytext
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -120,7 +121,7 @@ def execute_chapter(path: Path, mode: str = "fast", timeout: int | None = 1800,
     if records is not None:
         records.unlink(missing_ok=True)
     with _env(MODE_ENV, mode), _env("MPLBACKEND", "module://matplotlib_inline.backend_inline"), \
-            _env(RECORD_ENV, str(records) if records is not None else ""):
+            _env(RECORD_ENV, str(records) if records is not None else ""), _env(STATIC_ENV, "1"):
         try:
             client.execute()
         except CellExecutionError as exc:

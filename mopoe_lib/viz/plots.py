@@ -38,35 +38,51 @@ def to_display(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return array
 
 
+def _as_rgb(array: np.ndarray) -> np.ndarray:
+    """A display array (see :func:`to_display`) as float RGB in [0, 1]."""
+    array = array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
+    return np.repeat(array[:, :, None], 3, axis=2) if array.ndim == 2 else array[:, :, :3]
+
+
 def image_grid(
     images: Sequence[Sequence[torch.Tensor | np.ndarray]],
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
     cell_size: float = 0.9,
     title: str | None = None,
+    gap: int = 2,
 ) -> Figure:
-    """A grid of images: ``images[r][c]`` is drawn in row ``r``, column ``c`` (e.g. modality x sample)."""
+    """A grid of images: ``images[r][c]`` is drawn in row ``r``, column ``c`` (e.g. modality x sample).
+
+    Each row is one mosaic (its images side by side, ``gap`` white pixels apart) on one axes, so a grid of
+    17 x 8 images draws in a fraction of the time of one axes per image; every cell is ``cell_size`` inches
+    square. Column labels sit above the first row, row labels to the left of each row.
+    """
     rows, cols = len(images), max(len(r) for r in images)
     extra = (0.3 if col_labels is not None else 0.0) + (0.35 if title else 0.0)  # room for the labels and title
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_size + 0.8, rows * cell_size + 0.3 + extra),
+    fig, axes = plt.subplots(rows, 1, figsize=(cols * cell_size + 0.8, rows * cell_size + 0.3 + extra),
                              squeeze=False, layout="constrained")
-    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)
-    for r in range(rows):
-        for c in range(cols):
-            ax = axes[r][c]
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, hspace=0.02)
+    for r, ax in enumerate(axes[:, 0]):
+        cells = [_as_rgb(to_display(image)) for image in images[r]]
+        height, width = max(c.shape[0] for c in cells), max(c.shape[1] for c in cells)
+        mosaic = np.ones((height, cols * (width + gap) - gap, 3), dtype=np.float32)
+        for c, cell in enumerate(cells):
+            mosaic[:cell.shape[0], c * (width + gap): c * (width + gap) + cell.shape[1]] = cell
+        ax.imshow(mosaic, aspect="auto", interpolation="nearest")
+        ax.set_yticks([])
+        ax.grid(False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if r == 0 and col_labels is not None:
+            ax.xaxis.tick_top()
+            ax.set_xticks([c * (width + gap) + (width - 1) / 2 for c in range(len(col_labels))], list(col_labels),
+                          fontsize=9)
+            ax.tick_params(axis="x", length=0, pad=2)
+        else:
             ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(images[r]):
-                array = to_display(images[r][c])
-                ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0,
-                          vmax=255 if array.dtype == np.uint8 else 1)
-            if c == 0 and row_labels is not None:
-                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=9)
-            if r == 0 and col_labels is not None:
-                ax.set_title(col_labels[c], fontsize=9)
+        if row_labels is not None:
+            ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title)
     return fig
