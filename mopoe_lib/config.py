@@ -374,6 +374,13 @@ def _registry() -> dict[str, ExperimentConfig]:
         out[f"celeba-full-{model}"] = ExperimentConfig(
             name=f"celeba-full-{model}", dataset="celeba", data_variant="full", architecture="celeba", latent_dim=20,
             style_dim=32, objective=model, lr=5e-4, epochs=250, eval_samples=2000)
+    # relatives of the three: mmJSD (Sutter et al. 2020) with the same networks and recipe, and the MMVAE trained
+    # as Shi et al. (2019) trained it (DReG, K = 30 samples per component; the paper-scale run wants a GPU)
+    for scale in ("fast", "compact", "full"):
+        base = out[f"polymnist-{scale}-mmvae"]
+        out[f"polymnist-{scale}-mmjsd"] = replace(base, name=f"polymnist-{scale}-mmjsd", objective="mmjsd")
+    out["polymnist-full-mmvae-iw"] = replace(out["polymnist-full-mmvae"], name="polymnist-full-mmvae-iw",
+                                             objective="mmvae_iw")
     return out
 
 

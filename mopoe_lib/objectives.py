@@ -22,7 +22,17 @@ objective             terms                                  notes
 ``mmvae_iw``          P = singletons, R = all, DReG, K=30    Shi et al. 2019
 ``mvae``              P = {all}, R = all; plus P = {{m}},    Wu & Goodman 2018; random subset terms and KL
                       R = {m} for each m                     annealing optional
+``mmjsd``             P = singletons and the prior, R = all  Sutter et al. 2020; ``divergence="jsd"``
 ====================  =====================================  ===========================================
+
+``divergence="jsd"`` (mmJSD, as in the authors' code): the mixture gets one more component, the prior
+N(0, I), and all components weigh the same, :math:`\pi_k = 1/(|P| + 1)`; z for the reconstruction is drawn
+from that mixture, and the regulariser is :math:`\sum_k \pi_k \mathrm{KL}(q_k \,\|\, f)` with the *dynamic
+prior* :math:`f \propto \prod_k q_k^{\pi_k}` (a Gaussian: :func:`dynamic_prior`). For any density f,
+:math:`\sum_k \pi_k \mathrm{KL}(q_k \| f) = \mathrm{JS}_\pi(q_1, \dots, q_{|P|+1}) + \mathrm{KL}(\bar q \| f)`
+with :math:`\bar q = \sum_k \pi_k q_k`, so the regulariser upper-bounds the Jensen-Shannon divergence of the
+paper's objective. The result is *not* a bound of log p(X) (the prior component and the data-dependent f
+see to that); ``elbo`` then reports the mmJSD objective at beta = 1.
 
 Modality-specific latents (``model.style_dims``): a term that reconstructs modality m also draws
 :math:`w_m \sim q(w_m \mid x_m)` and adds :math:`\mathrm{KL}(q(w_m \mid x_m) \,\|\, N(0, I))` to its KL
@@ -63,6 +73,8 @@ Estimator = Literal["elbo", "iwae", "dreg"]
 ESTIMATORS: tuple[str, ...] = ("elbo", "iwae", "dreg")
 SubsetChoice = Literal["powerset", "singletons", "full"]
 SUBSET_CHOICES: tuple[str, ...] = ("powerset", "singletons", "full")
+Divergence = Literal["prior", "jsd"]
+DIVERGENCES: tuple[str, ...] = ("prior", "jsd")
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,7 @@ class ObjectiveConfig:
     free_bits: float = 0.0
     prior_expert: str = "full_set"
     subset_posterior: str = "product"
+    divergence: Divergence = "prior"
 
     def __post_init__(self) -> None:
         if self.subsets not in SUBSET_CHOICES:
@@ -111,6 +124,10 @@ class ObjectiveConfig:
         if self.prior_expert not in PRIOR_EXPERT_CHOICES:
             raise ValueError(f"unknown prior_expert {self.prior_expert!r}; choose one of "
                              f"{', '.join(PRIOR_EXPERT_CHOICES)}")
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"unknown divergence {self.divergence!r}; choose one of {', '.join(DIVERGENCES)}")
+        if self.divergence == "jsd" and (self.estimator != "elbo" or self.free_bits):
+            raise ValueError("divergence='jsd' (mmJSD) is defined for the elbo estimator without free bits")
         if self.subset_posterior not in SUBSET_POSTERIOR_CHOICES:
             raise ValueError(f"unknown subset_posterior {self.subset_posterior!r}; choose one of "
                              f"{', '.join(SUBSET_POSTERIOR_CHOICES)}")
@@ -127,6 +144,8 @@ OBJECTIVES: dict[str, ObjectiveConfig] = {
     "mmvae_iw": ObjectiveConfig("mmvae_iw", "singletons", estimator="dreg", num_samples=30, prior_expert="never",
                                 subset_posterior="mixture"),
     "mvae": ObjectiveConfig("mvae", "full", unimodal_terms=True, prior_expert="always", subset_posterior="product"),
+    "mmjsd": ObjectiveConfig("mmjsd", "singletons", divergence="jsd", prior_expert="never",
+                             subset_posterior="mixture"),
 }
 #: The options of a named objective that an experiment may override (its subsets define it; the library's
 #: :func:`make_objective` accepts ``subsets`` too, to show that the three models are one code path).
@@ -134,7 +153,7 @@ OBJECTIVE_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(ObjectiveConfi
 
 
 def make_objective(name: str, **overrides: object) -> Objective:
-    """A named objective (``mopoe``, ``mmvae``, ``mmvae_iw``, ``mvae``) with optional field overrides.
+    """A named objective (``mopoe``, ``mmvae``, ``mmvae_iw``, ``mvae``, ``mmjsd``) with optional field overrides.
 
     Raises:
         ValueError: unknown name (the message lists the valid ones) or invalid overrides.
@@ -295,6 +314,8 @@ class Objective:
         """
         style = style if style is not None else [None] * model.num_modalities
         mixture = model.posterior(x, subsets, available, experts)
+        if self.config.divergence == "jsd":
+            mixture = with_prior_component(mixture)
         # rows for which no subset has an available modality (e.g. an MVAE unimodal term for a missing
         # modality) contribute nothing to this term
         mask = None if available is None else available.to(experts[0].dtype) * (mixture.weights.sum(0) > 0)
@@ -305,7 +326,8 @@ class Objective:
             if mask is not None:
                 ll = ll * mask
             style_kl = _style_kl(style, ws, mask)
-            kl = mixture.kl_upper_bound() + style_kl
+            divergence = jsd_dynamic_prior(mixture) if self.config.divergence == "jsd" else mixture.kl_upper_bound()
+            kl = divergence + style_kl
             trained = kl if not self.config.free_bits else self._free_bits(mixture, mask) + style_kl
             return Term(ll.sum(dim=0) - kl, ll.sum(dim=0) - beta * trained, ll, kl)
         return self._importance_weighted(model, x, mixture, reconstruct, mask, beta, generator, shard, style)
@@ -387,6 +409,34 @@ class Objective:
             surrogate = objective
         per_modality = (ll.mean(dim=1) * mixture.weights).sum(dim=1)  # (M, B), averaged over samples
         return Term(bound, surrogate, per_modality, mixture.kl_upper_bound() + _style_kl(style, ws, mask))
+
+
+def with_prior_component(mixture: SubsetMixture) -> SubsetMixture:
+    """The mixture with the prior N(0, I) as one more component (an empty subset), every valid component of a
+    row weighing the same (mmJSD)."""
+    _, batch, dim = mixture.mu.shape
+    zeros = mixture.mu.new_zeros(1, batch, dim)
+    valid = torch.cat([(mixture.weights > 0).to(mixture.weights.dtype), mixture.weights.new_ones(1, batch)])
+    empty = torch.zeros(1, mixture.subsets.shape[1], dtype=torch.bool, device=mixture.subsets.device)
+    return SubsetMixture(torch.cat([mixture.mu, zeros]), torch.cat([mixture.logvar, zeros]),
+                         torch.cat([mixture.subsets, empty]), valid / valid.sum(dim=0, keepdim=True))
+
+
+def dynamic_prior(mixture: SubsetMixture) -> tuple[Tensor, Tensor]:
+    """mmJSD's dynamic prior: the normalised weighted geometric mean :math:`f \\propto \\prod_k q_k^{w_k}` of the
+    mixture's Gaussian components, itself a Gaussian ``(B, D)``: precisions add with the weights."""
+    precision = (mixture.weights[:, :, None] * torch.exp(-mixture.logvar)).sum(dim=0)
+    mean = (mixture.weights[:, :, None] * mixture.mu * torch.exp(-mixture.logvar)).sum(dim=0) / precision
+    return mean, -torch.log(precision)
+
+
+def jsd_dynamic_prior(mixture: SubsetMixture) -> Tensor:
+    """``(B,)``: :math:`\\sum_k w_k \\mathrm{KL}(q_k \\| f)` with f the :func:`dynamic_prior` (mmJSD's
+    regulariser; an upper bound of the components' Jensen-Shannon divergence)."""
+    mean, logvar = dynamic_prior(mixture)
+    kl = 0.5 * (logvar - mixture.logvar + (torch.exp(mixture.logvar) + (mixture.mu - mean).pow(2))
+                * torch.exp(-logvar) - 1.0).sum(dim=-1)  # (K, B)
+    return (mixture.weights * kl).sum(dim=0)
 
 
 def _check_available(available: Tensor, num_modalities: int, batch: int) -> None:
