@@ -204,6 +204,7 @@ class ExperimentConfig:
     prior_expert: str | None = None
     subset_posterior: str | None = None
     free_bits: float | None = None
+    tc_ratio: float | None = None  # MVTCAE: the weight of the total-correlation terms (5/6 by default)
     # optimisation
     lr: float = 1e-3
     lr_warmup_steps: int = 0  # linear warm-up from 0 over this many steps
@@ -374,11 +375,13 @@ def _registry() -> dict[str, ExperimentConfig]:
         out[f"celeba-full-{model}"] = ExperimentConfig(
             name=f"celeba-full-{model}", dataset="celeba", data_variant="full", architecture="celeba", latent_dim=20,
             style_dim=32, objective=model, lr=5e-4, epochs=250, eval_samples=2000)
-    # relatives of the three: mmJSD (Sutter et al. 2020) with the same networks and recipe, and the MMVAE trained
+    # relatives of the three: mmJSD (Sutter et al. 2020) and MVTCAE (Hwang et al. 2021) with the same networks and
+    # recipe, and the MMVAE trained
     # as Shi et al. (2019) trained it (DReG, K = 30 samples per component; the paper-scale run wants a GPU)
     for scale in ("fast", "compact", "full"):
         base = out[f"polymnist-{scale}-mmvae"]
         out[f"polymnist-{scale}-mmjsd"] = replace(base, name=f"polymnist-{scale}-mmjsd", objective="mmjsd")
+        out[f"polymnist-{scale}-mvtcae"] = replace(base, name=f"polymnist-{scale}-mvtcae", objective="mvtcae")
     out["polymnist-full-mmvae-iw"] = replace(out["polymnist-full-mmvae"], name="polymnist-full-mmvae-iw",
                                              objective="mmvae_iw")
     return out

@@ -23,6 +23,7 @@ objective             terms                                  notes
 ``mvae``              P = {all}, R = all; plus P = {{m}},    Wu & Goodman 2018; random subset terms and KL
                       R = {m} for each m                     annealing optional
 ``mmjsd``             P = singletons and the prior, R = all  Sutter et al. 2020; ``divergence="jsd"``
+``mvtcae``            P = {all} (no prior expert), R = all   Hwang et al. 2021; ``divergence="tc"``
 ====================  =====================================  ===========================================
 
 ``divergence="jsd"`` (mmJSD, as in the authors' code): the mixture gets one more component, the prior
@@ -33,6 +34,18 @@ prior* :math:`f \propto \prod_k q_k^{\pi_k}` (a Gaussian: :func:`dynamic_prior`)
 with :math:`\bar q = \sum_k \pi_k q_k`, so the regulariser upper-bounds the Jensen-Shannon divergence of the
 paper's objective. The result is *not* a bound of log p(X) (the prior component and the data-dependent f
 see to that); ``elbo`` then reports the mmJSD objective at beta = 1.
+
+``divergence="tc"`` (MVTCAE, as in the authors' code, ``tc_ratio`` :math:`\alpha`, 5/6 for PolyMNIST): with
+:math:`q = q(z \mid X)` the product of the M unimodal experts and :math:`\ell = \sum_m \log p(x_m \mid z)`,
+
+.. math:: \tfrac{M - \alpha}{M}\,\mathbb{E}_q[\ell] - \beta\Big[(1 - \alpha)\,\mathrm{KL}(q \,\|\, p(z))
+          + \tfrac{\alpha}{M} \sum_m \mathrm{KL}(q \,\|\, q(z \mid x_m))\Big].
+
+At beta = 1 this is :math:`(1 - \alpha)` times the ELBO of X plus :math:`\alpha` times the mean over m of
+:math:`\mathbb{E}_q[\log p(X_{\setminus m} \mid z)] - \mathrm{KL}(q \,\|\, q(z \mid x_m))`, a bound of
+:math:`\log p(X_{\setminus m} \mid x_m)` only where :math:`q(z \mid x_m)` is the true posterior; so the whole is
+no bound of log p(X) in general, and ``elbo`` reports the MVTCAE objective at beta = 1. M counts the modalities
+a row has.
 
 Modality-specific latents (``model.style_dims``): a term that reconstructs modality m also draws
 :math:`w_m \sim q(w_m \mid x_m)` and adds :math:`\mathrm{KL}(q(w_m \mid x_m) \,\|\, N(0, I))` to its KL
@@ -73,8 +86,8 @@ Estimator = Literal["elbo", "iwae", "dreg"]
 ESTIMATORS: tuple[str, ...] = ("elbo", "iwae", "dreg")
 SubsetChoice = Literal["powerset", "singletons", "full"]
 SUBSET_CHOICES: tuple[str, ...] = ("powerset", "singletons", "full")
-Divergence = Literal["prior", "jsd"]
-DIVERGENCES: tuple[str, ...] = ("prior", "jsd")
+Divergence = Literal["prior", "jsd", "tc"]
+DIVERGENCES: tuple[str, ...] = ("prior", "jsd", "tc")
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,7 @@ class ObjectiveConfig:
     prior_expert: str = "full_set"
     subset_posterior: str = "product"
     divergence: Divergence = "prior"
+    tc_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if self.subsets not in SUBSET_CHOICES:
@@ -126,8 +140,11 @@ class ObjectiveConfig:
                              f"{', '.join(PRIOR_EXPERT_CHOICES)}")
         if self.divergence not in DIVERGENCES:
             raise ValueError(f"unknown divergence {self.divergence!r}; choose one of {', '.join(DIVERGENCES)}")
-        if self.divergence == "jsd" and (self.estimator != "elbo" or self.free_bits):
-            raise ValueError("divergence='jsd' (mmJSD) is defined for the elbo estimator without free bits")
+        if self.divergence != "prior" and (self.estimator != "elbo" or self.free_bits):
+            raise ValueError(f"divergence={self.divergence!r} (mmJSD, MVTCAE) is defined for the elbo estimator "
+                             "without free bits")
+        if not 0.0 <= self.tc_ratio <= 1.0:
+            raise ValueError(f"tc_ratio must lie in [0, 1], got {self.tc_ratio}")
         if self.subset_posterior not in SUBSET_POSTERIOR_CHOICES:
             raise ValueError(f"unknown subset_posterior {self.subset_posterior!r}; choose one of "
                              f"{', '.join(SUBSET_POSTERIOR_CHOICES)}")
@@ -146,6 +163,8 @@ OBJECTIVES: dict[str, ObjectiveConfig] = {
     "mvae": ObjectiveConfig("mvae", "full", unimodal_terms=True, prior_expert="always", subset_posterior="product"),
     "mmjsd": ObjectiveConfig("mmjsd", "singletons", divergence="jsd", prior_expert="never",
                              subset_posterior="mixture"),
+    "mvtcae": ObjectiveConfig("mvtcae", "full", divergence="tc", tc_ratio=5 / 6, prior_expert="never",
+                              subset_posterior="product"),
 }
 #: The options of a named objective that an experiment may override (its subsets define it; the library's
 #: :func:`make_objective` accepts ``subsets`` too, to show that the three models are one code path).
@@ -153,7 +172,8 @@ OBJECTIVE_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(ObjectiveConfi
 
 
 def make_objective(name: str, **overrides: object) -> Objective:
-    """A named objective (``mopoe``, ``mmvae``, ``mmvae_iw``, ``mvae``, ``mmjsd``) with optional field overrides.
+    """A named objective (``mopoe``, ``mmvae``, ``mmvae_iw``, ``mvae``, ``mmjsd``, ``mvtcae``) with optional
+    field overrides.
 
     Raises:
         ValueError: unknown name (the message lists the valid ones) or invalid overrides.
@@ -326,10 +346,16 @@ class Objective:
             if mask is not None:
                 ll = ll * mask
             style_kl = _style_kl(style, ws, mask)
-            divergence = jsd_dynamic_prior(mixture) if self.config.divergence == "jsd" else mixture.kl_upper_bound()
+            recon = ll.sum(dim=0)
+            if self.config.divergence == "jsd":
+                divergence = jsd_dynamic_prior(mixture)
+            elif self.config.divergence == "tc":
+                recon, divergence = total_correlation_terms(mixture, experts, available, recon, self.config.tc_ratio)
+            else:
+                divergence = mixture.kl_upper_bound()
             kl = divergence + style_kl
             trained = kl if not self.config.free_bits else self._free_bits(mixture, mask) + style_kl
-            return Term(ll.sum(dim=0) - kl, ll.sum(dim=0) - beta * trained, ll, kl)
+            return Term(recon - kl, recon - beta * trained, ll, kl)
         return self._importance_weighted(model, x, mixture, reconstruct, mask, beta, generator, shard, style)
 
     def _free_bits(self, mixture: SubsetMixture, mask: Tensor | None) -> Tensor:
@@ -434,9 +460,26 @@ def jsd_dynamic_prior(mixture: SubsetMixture) -> Tensor:
     """``(B,)``: :math:`\\sum_k w_k \\mathrm{KL}(q_k \\| f)` with f the :func:`dynamic_prior` (mmJSD's
     regulariser; an upper bound of the components' Jensen-Shannon divergence)."""
     mean, logvar = dynamic_prior(mixture)
-    kl = 0.5 * (logvar - mixture.logvar + (torch.exp(mixture.logvar) + (mixture.mu - mean).pow(2))
-                * torch.exp(-logvar) - 1.0).sum(dim=-1)  # (K, B)
-    return (mixture.weights * kl).sum(dim=0)
+    return (mixture.weights * gaussian_kl(mixture.mu, mixture.logvar, mean, logvar)).sum(dim=0)
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor, mu_2: Tensor, logvar_2: Tensor) -> Tensor:
+    """KL(N(mu, e^logvar) || N(mu_2, e^logvar_2)) of diagonal Gaussians, summed over the last dimension."""
+    return 0.5 * (logvar_2 - logvar + (torch.exp(logvar) + (mu - mu_2).pow(2)) * torch.exp(-logvar_2)
+                  - 1.0).sum(dim=-1)
+
+
+def total_correlation_terms(mixture: SubsetMixture, experts: tuple[Tensor, Tensor], available: Tensor | None,
+                            recon: Tensor, tc_ratio: float) -> tuple[Tensor, Tensor]:
+    """MVTCAE's weighted reconstruction and regulariser ``(B,)`` each, for the joint posterior q (the mixture's
+    one component): ``(M - a)/M * recon`` and ``(1 - a) KL(q || N(0, I)) + a/M sum_m KL(q || q_m)``, with M the
+    number of modalities each row has."""
+    mu, logvar = experts  # (M, B, D)
+    per_view = gaussian_kl(mixture.mu[0][None], mixture.logvar[0][None], mu, logvar)  # (M, B)
+    present = torch.ones_like(per_view) if available is None else available.to(per_view.dtype)
+    count = present.sum(dim=0)
+    views = (per_view * present).sum(dim=0)
+    return (count - tc_ratio) / count * recon, (1 - tc_ratio) * mixture.kl_upper_bound() + tc_ratio / count * views
 
 
 def _check_available(available: Tensor, num_modalities: int, batch: int) -> None:

@@ -22,7 +22,7 @@ from mopoe_lib.toy import LinearGaussianToy
 
 MODELS = ("mvae", "mmvae", "mopoe")
 #: the masking tests hold for every objective, the relatives included
-OBJECTIVE_NAMES = (*MODELS, "mmjsd")
+OBJECTIVE_NAMES = (*MODELS, "mmjsd", "mvtcae")
 
 
 @settings(max_examples=30, deadline=None)

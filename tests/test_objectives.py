@@ -279,15 +279,45 @@ def test_mmjsd_adds_the_prior_as_a_component_and_averages_every_components_recon
     assert torch.isfinite(mean).all() and (mean < log_px).any()
 
 
-def test_mmjsd_gradients_are_finite_on_a_polymnist_shaped_batch():
+@pytest.mark.parametrize("name", ["mmjsd", "mvtcae"])
+def test_relatives_gradients_are_finite_on_a_polymnist_shaped_batch(name):
     from mopoe_lib.config import build_model, get_config
 
-    config = get_config("polymnist-fast-mmjsd")
+    config = get_config(f"polymnist-fast-{name}")
     model = build_model(config)
     x = [torch.rand(4, 3, 28, 28) for _ in range(5)]
     out = config.make_objective()(model, x, generator=torch.Generator().manual_seed(0))
     out.loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
-    with pytest.raises(ValueError, match="jsd"):
-        make_objective("mmjsd", estimator="dreg", num_samples=4)
+    with pytest.raises(ValueError, match="elbo estimator"):
+        make_objective(name, estimator="dreg", num_samples=4)
+
+
+# ------------------------------------------------------------------------------------------------------ MVTCAE
+
+
+def test_mvtcae_is_the_poe_elbo_at_tc_ratio_zero_and_moves_linearly_with_it(toy, data):
+    """At alpha = 0 MVTCAE is the ELBO of the product of the experts; for alpha > 0 (same z) its value changes by
+    alpha * (KL(q || p) - l / M - mean_m KL(q || q_m)), the KLs computed here with torch.distributions."""
+    from torch.distributions import Normal, kl_divergence
+
+    from mopoe_lib.fusion import full_set
+
+    xs, _ = data
+    model = toy.model("never")
+    elbo = make_objective("mvae", unimodal_terms=False)(model, xs, generator=torch.Generator().manual_seed(4))
+    zero = make_objective("mvtcae", tc_ratio=0.0)(model, xs, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(zero.per_row, elbo.per_row)
+    with torch.no_grad():
+        mu, logvar = model.encode(xs)
+        joint = model.posterior(xs, full_set(3), None, (mu, logvar))
+        q = Normal(joint.mu[0], torch.exp(0.5 * joint.logvar[0]))
+        kl_prior = kl_divergence(q, Normal(0.0, 1.0)).sum(-1)
+        kl_views = torch.stack([kl_divergence(q, Normal(mu[m], torch.exp(0.5 * logvar[m]))).sum(-1)
+                                for m in range(3)])
+    recon = zero.per_row + kl_prior  # the same z: l = ELBO + KL(q || p)
+    for alpha in (0.3, 5 / 6, 1.0):
+        value = make_objective("mvtcae", tc_ratio=alpha)(model, xs, generator=torch.Generator().manual_seed(4))
+        expected = zero.per_row + alpha * (kl_prior - recon / 3 - kl_views.mean(0))
+        torch.testing.assert_close(value.per_row, expected, rtol=1e-5, atol=1e-4)
