@@ -244,8 +244,9 @@ comparison.round(3)
 # - **Known defects of the authors' code fixed here** (README, References) move numbers slightly: classifiers in eval mode (the authors'
 #   left dropout on), likelihood samples never mixed across test points, seeds everywhere.
 # - **Seeds.** FAST uses one seed to stay within minutes; FULL trains three per model and shows their spread.
-#   The shipped compact models are one seed each; where a second seed was trained on the same recipe, its
-#   tables are in `data/results/` and the rows above show the spread.
+#   The shipped compact models are seed 0; the tables of further seeds trained on the same recipe are in
+#   `data/results/` (`polymnist-compact-<model>-seed<k>`), and the curves above average them with error bars of
+#   one standard deviation (with two seeds, a rough spread).
 # - **FULL results** are used when a GPU run's tables are committed under `data/results/`; the provenance
 #   table at the top says which rows come from where.
 #
