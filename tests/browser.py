@@ -64,6 +64,8 @@ def drive_pickers(page_file: Path, payloads: list[dict], artifact: Path) -> list
     a page error or a blocked request. A screenshot of the last picker is kept as a test artifact."""
     from playwright.sync_api import sync_playwright
 
+    from mopoe_lib.viz.widgets import state_key
+
     def expected(payload: dict, key: str) -> list[str]:
         return [f"data:{item['mime']};base64,{item['data']}" for item in payload["states"].get(key, [])
                 if item["type"] == "image"]
@@ -83,10 +85,9 @@ def drive_pickers(page_file: Path, payloads: list[dict], artifact: Path) -> list
             picker.scroll_into_view_if_needed()
             options = [c["index"] for c in payload["controls"]]
             members = set(payload["selected"])
-            clicks = [("check", m) for m in (next(m for m in range(len(payload["names"])) if m not in members)
-                                               if len(members) < len(payload["names"]) else max(members),)]
-            clicks += [("check", clicks[0][1])]  # and back
-            clicks += [("control", c) for c in range(len(options))]
+            unticked = [m for m in range(len(payload["names"])) if m not in members]
+            toggled = unticked[0] if unticked else max(members)
+            clicks = [("check", toggled), ("check", toggled), *(("control", c) for c in range(len(options)))]
             for kind, which in clicks:
                 if kind == "check":
                     picker.locator(f'.mopoe-checks input[value="{which}"]').click()
@@ -94,7 +95,7 @@ def drive_pickers(page_file: Path, payloads: list[dict], artifact: Path) -> list
                 else:
                     options[which] = (options[which] + 1) % len(payload["controls"][which]["labels"])
                     picker.locator(".mopoe-control").nth(which).locator(f'button[data-index="{options[which]}"]').click()
-                key = "|".join([*(str(i) for i in options), ",".join(str(m) for m in sorted(members))])
+                key = state_key(members, options)
                 assert picker.get_attribute("data-state") == key, (picker.get_attribute("data-state"), key)
                 shown = [img.get_attribute("src") for img in picker.locator(".mopoe-output img").all()]
                 assert shown == expected(payload, key) and shown, f"picker {number}, state {key}: wrong figure"
