@@ -197,9 +197,10 @@ def test_evaluation_cli_writes_tidy_tables(tmp_path, capsys):
     assert meta["date"].endswith("UTC") and meta["progress"]["epoch"] == 1
     assert set(tables) == set(TABLES)
     assert len(tables["coherence"]) == 31 * 5 and len(tables["latent_probe"]) == 31
-    assert len(tables["frechet"]) == 31 * 5 + 5 and len(tables["likelihood"]) == 1 + 5
+    assert len(tables["frechet"]) == 31 * 5 + 5 + 5 and len(tables["likelihood"]) == 1 + 5  # subsets, prior, GMM
     metrics = {row["metric"] for row in tables["summary"]}
-    assert {"coherence", "latent_probe", "frechet", "random_coherence", "log p(X)"} <= metrics
+    assert {"coherence", "latent_probe", "frechet", "frechet (aggregate posterior)", "random_coherence",
+            "random_coherence (aggregate posterior)", "log p(X)"} <= metrics
     for name in TABLES:
         with open(out / f"{name}.csv") as handle:
             assert len(list(csv.DictReader(handle))) == len(tables[name])
@@ -245,6 +246,27 @@ def test_results_are_collected_with_provenance_and_summarised_over_seeds(tmp_pat
     assert summary[1]["seeds"] == 3 and summary[1]["seed_list"] == [0, 1, 2]
     assert summary[1]["mean"] == pytest.approx(0.6) and summary[1]["sd"] == pytest.approx(0.1)
     assert summary[2]["mean"] == pytest.approx(0.6) and summary[2]["sd"] == pytest.approx(0.2)
+
+
+def test_a_run_on_incomplete_data_is_its_own_experiment_not_a_newer_seed(tmp_path):
+    """Same experiment name and seed, trained on incomplete tuples (and the drop-incomplete baseline): three
+    experiments, none superseding another, each with its missingness in the provenance columns."""
+    from mopoe_lib.config import get_config
+    from mopoe_lib.evaluation import collect_results, provenance, result_folders, seed_summary, write_tables
+
+    settings = {"complete": {}, "masked": {"missing": "complete:0.5"},
+                "dropped": {"missing": "complete:0.5", "drop_incomplete": True}}
+    for value, (folder, overrides) in enumerate(settings.items()):
+        config = get_config("polymnist-fast-mopoe", seed=0, **overrides)
+        write_tables({"summary": [{"metric": "coherence", "num_inputs": 1, "value": value / 10}]},
+                     tmp_path / folder / "evaluation", provenance(config, {"epoch": 6}, folder))
+    rows = {r["folder"].split("/")[-2]: r for r in collect_results(result_folders([tmp_path]))}
+    assert len(rows) == 3 and [rows[k]["value"] for k in settings] == [0.0, 0.1, 0.2]
+    assert rows["complete"]["experiment"] == "polymnist-fast-mopoe" and rows["complete"]["missing"] == "none"
+    assert rows["masked"]["experiment"] == "polymnist-fast-mopoe [complete:0.5]"
+    assert rows["dropped"]["experiment"] == "polymnist-fast-mopoe [complete:0.5, complete tuples only]"
+    assert [rows[k]["drop_incomplete"] for k in settings] == [False, False, True]
+    assert all(s["seeds"] == 1 for s in seed_summary(rows.values()))
 
 
 def test_classifiers_show_prints_the_shipped_accuracies(capsys):

@@ -118,6 +118,17 @@ def result_folders(roots: Iterable[Path] | None = None) -> list[Path]:
                   for p in Path(root).glob("*/evaluation/evaluation.json"))
 
 
+def experiment_label(config: dict[str, Any], default: str = "?") -> str:
+    """The experiment's name, plus how its training tuples were incomplete when they were (``missing``,
+    ``drop_incomplete``): a run of a named experiment on incomplete data is another experiment, never a seed of
+    the complete-data one."""
+    name = config.get("name", default)
+    missing = config.get("missing") or "none"
+    if missing == "none":
+        return name
+    return f"{name} [{missing}{', complete tuples only' if config.get('drop_incomplete') else ''}]"
+
+
 def _origin(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Provenance columns of one evaluated model: where it was trained and how far."""
     trained = folder.parent / runs.CONFIG  # only its environment record is read (the config is in the results)
@@ -127,8 +138,10 @@ def _origin(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
     hardware = f"{blob.get('device', '?')} ({where}), {blob.get('precision', '?')}"
     config = meta.get("config", {})
     progress = meta.get("progress") or {}
-    return {"experiment": config.get("name", folder.parent.name), "dataset": config.get("dataset", "?"),
+    missing, drop = config.get("missing") or "none", bool(config.get("drop_incomplete"))
+    return {"experiment": experiment_label(config, folder.parent.name), "dataset": config.get("dataset", "?"),
             "model": config.get("objective", "?"), "seed": config.get("seed", 0),
+            "missing": missing, "drop_incomplete": drop,
             "epochs": progress.get("epoch"), "planned_epochs": config.get("epochs"), "hardware": hardware,
             "shipped": "pretrained" in folder.parts, "date": meta.get("date", "not recorded"),
             "folder": str(folder)}
