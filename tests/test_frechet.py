@@ -80,6 +80,21 @@ def test_a_perfect_generator_is_far_closer_than_a_constant_one():
     assert min(r["frechet"] for r in constant) > 0.5  # a point mass vs ten one-hot clusters: about 0.9 + 0.1
 
 
+def test_samples_of_a_fitted_aggregate_posterior_are_closer_than_prior_samples():
+    """The one-hot model's posterior means are 10 x one-hot, far out in the prior's tail: decoded prior samples
+    are noise near 0, decoded samples of a mixture fitted to the posterior means are the ten digits again."""
+    from mopoe_lib.sampler import AggregatePosterior
+
+    data = _one_hot_data(per_digit=40)
+    model = _one_hot_model()
+    sampler = AggregatePosterior.fit(model, data, components=10, seed=0)
+    rows = frechet_classifier_distance(model, OneHotFeatures(), data, progress=False, sampler=sampler)
+    plain = frechet_classifier_distance(model, OneHotFeatures(), data, progress=False)
+    assert len(rows) == len(plain) + M and rows[:len(plain)] == plain  # the other rows do not change
+    by_source = {s: [r["frechet"] for r in rows if r["source"] == s] for s in ("prior", "aggregate posterior")}
+    assert max(by_source["aggregate posterior"]) < 0.1 < 0.5 < min(by_source["prior"])
+
+
 def test_fid_needs_user_supplied_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="inception.safetensors"):
         load_inception(tmp_path / "inception.safetensors")

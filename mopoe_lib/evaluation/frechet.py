@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..data.dataset import MultimodalDataset
 from ..fusion import powerset, subset_labels
 from ..model import MultimodalVAE
+from ..sampler import AggregatePosterior, sample_unconditional
 from .classifiers import ModalityClassifiers, evaluating
 
 
@@ -76,20 +77,24 @@ def frechet_classifier_distance(
     batch_size: int = 250,
     seed: int = 0,
     progress: bool = True,
+    sampler: AggregatePosterior | None = None,
 ) -> list[dict]:
     """Frechet distance in the classifiers' feature space between each modality's test images and generated ones.
 
     Generated sets: conditional samples from each subset's posterior (``subsets``; default all non-empty
-    subsets) and, when ``prior``, unconditional samples from N(0, I) (as many as test tuples). Every set has
-    ``len(data)`` images per modality. Returns tidy rows ``source`` (subset label or ``"prior"``),
-    ``num_inputs`` (0 for the prior), ``target``, ``in_subset``, ``frechet``, ``n``.
+    subsets), when ``prior`` unconditional samples from N(0, I), and with a ``sampler`` unconditional samples from
+    that estimate of the aggregate posterior (each as many as test tuples; the last from a generator of its own,
+    so the other rows do not depend on it). Every set has ``len(data)`` images per modality. Returns tidy rows
+    ``source`` (subset label, ``"prior"`` or ``"aggregate posterior"``), ``num_inputs`` (0 for the unconditional
+    ones), ``target``, ``in_subset``, ``frechet``, ``n``.
     """
     model.eval()
     subsets = powerset(model.num_modalities) if subsets is None else subsets
     labels = subset_labels(subsets, model.names)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    real, conditional, unconditional = [], [], []
+    sampler_generator = torch.Generator().manual_seed(seed + 1)
+    real, conditional, unconditional, aggregate = [], [], [], []
     batches = tqdm(data.batches(batch_size), total=data.num_batches(batch_size), desc="frechet",
                    disable=not progress, leave=False)
     for batch in batches:
@@ -102,6 +107,9 @@ def frechet_classifier_distance(
             conditional.append(feats.view(model.num_modalities, subsets.shape[0], -1, feats.shape[-1]))
         if prior:
             unconditional.append(_features(classifiers, model.sample_prior(batch.size, generator)))
+        if sampler is not None:
+            aggregate.append(_features(classifiers, sample_unconditional(model, batch.size, sampler_generator,
+                                                                         sampler)))
     real_stats = [gaussian_statistics(f) for f in torch.cat(real, dim=1)]
     rows = []
 
@@ -117,6 +125,8 @@ def frechet_classifier_distance(
             add(label, int(subsets[k].sum()), subsets[k].tolist(), cond[:, k])
     if prior:
         add("prior", 0, [False] * model.num_modalities, torch.cat(unconditional, dim=1))
+    if aggregate:
+        add("aggregate posterior", 0, [False] * model.num_modalities, torch.cat(aggregate, dim=1))
     return rows
 
 

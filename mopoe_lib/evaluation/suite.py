@@ -108,8 +108,9 @@ def evaluate_model(model: MultimodalVAE, joint_subsets: Tensor, classifiers: Mod
     coherence = judged.pop("shipped")
     probes = latent_probe(model, train, test, num_train=options.probe_train, seed=options.seed)
     # the feature-space distance needs the judges' features (PolyMNIST's classifiers have them)
-    frechet = frechet_classifier_distance(model, classifiers, test, seed=options.seed, progress=progress) \
-        if hasattr(classifiers, "embed") else []
+    sampler = AggregatePosterior.fit(model, train, seed=options.seed)
+    frechet = frechet_classifier_distance(model, classifiers, test, seed=options.seed, progress=progress,
+                                          sampler=sampler) if hasattr(classifiers, "embed") else []
     points = test.subset(torch.arange(min(options.likelihood_points, len(test))))
     likelihood = likelihood_rows(model, joint_subsets, points, options.likelihood_samples, options.seed)
     summary = [{"metric": "coherence", "num_inputs": k, "value": v}
@@ -118,13 +119,17 @@ def evaluate_model(model: MultimodalVAE, joint_subsets: Tensor, classifiers: Mod
                 for name, rows in judged.items() for k, v in coherence_by_num_inputs(rows).items()]
     summary.append({"metric": "random_coherence", "num_inputs": 0,
                     "value": random_coherence(model, classifiers, num_samples=len(test), seed=options.seed)})
-    sampler = AggregatePosterior.fit(model, train, seed=options.seed)
     summary.append({"metric": "random_coherence (aggregate posterior)", "num_inputs": 0,
                     "value": random_coherence(model, classifiers, num_samples=len(test), seed=options.seed,
                                               sampler=sampler)})
     summary += [{"metric": "latent_probe", "num_inputs": k, "value": v}
                 for k, v in _by_inputs(probes, "accuracy").items()]
-    summary += [{"metric": "frechet", "num_inputs": k, "value": v} for k, v in _by_inputs(frechet, "frechet").items()]
+    from_sampler = [row for row in frechet if row["source"] == "aggregate posterior"]
+    summary += [{"metric": "frechet", "num_inputs": k, "value": v} for k, v in
+                _by_inputs([r for r in frechet if r["source"] != "aggregate posterior"], "frechet").items()]
+    if from_sampler:
+        summary.append({"metric": "frechet (aggregate posterior)", "num_inputs": 0,
+                        "value": sum(r["frechet"] for r in from_sampler) / len(from_sampler)})
     summary += [{"metric": row["quantity"], "num_inputs": row["num_inputs"], "value": row["mean"]}
                 for row in likelihood if row["quantity"] == "log p(X)"]
     conditional = [row["mean"] for row in likelihood if row["num_inputs"] == 1]
