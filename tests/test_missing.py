@@ -214,3 +214,41 @@ def test_coherence_on_incomplete_test_data_counts_only_the_rows_it_can_condition
     partial = conditional_coherence(model, judges, test.with_availability(mask), seed=0, progress=False)
     counts = {r["subset"]: r["n"] for r in partial}
     assert counts["astronaut"] == 50 and counts["astronaut+chelsea"] == 100 and counts["chelsea"] == 100
+
+
+def test_the_study_runs_train_for_the_same_number_of_steps_and_have_their_own_folders():
+    """Chapter 8's study: every run about 7,500 optimiser steps of 64, whether on all 60k tuples or on the
+    complete ones only (then more epochs of fewer tuples); masks drawn by fraction; one folder per run."""
+    from mopoe_lib.config import STUDY_FRACTIONS, incomplete_study_config, study_tag
+
+    tags = set()
+    for model in MODELS:
+        for fraction in STUDY_FRACTIONS:
+            for drop in (False, True):
+                config = incomplete_study_config(model, fraction, drop)
+                assert config.objective == model and config.missing == f"complete:{fraction}"
+                assert config.drop_incomplete is drop and config.batch_size == 64
+                tuples = 60_000 * (fraction if drop else 1.0)
+                assert config.epochs * tuples / config.batch_size == pytest.approx(7_500, rel=0.01)
+                assert config.epochs / config.eval_every_epochs <= 5
+                tags.add(study_tag(model, fraction, drop))
+    assert len(tags) == 2 * len(MODELS) * len(STUDY_FRACTIONS)
+    assert study_tag("mopoe", 0.2, True) == "mopoe-complete-0.2-drop"
+
+
+def test_training_with_every_tuple_complete_is_training_without_a_mask(tmp_path):
+    """``complete:1.0`` (a mask of all ones) trains exactly as ``none``: same losses, same weights. Chapter 8
+    relies on it when it reads the complete-data curve of the study from a run trained without a mask."""
+    from mopoe_lib.train import train
+
+    results = {}
+    for spec in ("none", "complete:1.0"):
+        config = get_config("polymnist-fast-mopoe", train_subset=128, batch_size=32, latent_dim=8, epochs=2,
+                            eval_samples=32, eval_coherence=0, missing=spec, seed=3)
+        results[spec] = train(config, tmp_path / spec.replace(":", "-"), progress=False)
+    plain, masked = results["none"], results["complete:1.0"]
+    keys = ("train/loss", "train/elbo", "test/elbo")
+    assert [[row.get(k) for k in keys] for row in plain.metrics] == [[row.get(k) for k in keys]
+                                                                     for row in masked.metrics]
+    for (name, a), (_, b) in zip(plain.model.state_dict().items(), masked.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
