@@ -25,12 +25,14 @@ from mopoe_lib.viz.widgets import STATES_MIME
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_CHAPTERS = ["00_data.py", "01_mean_functions.py", "02_training.py", "03_latent_spaces.py", "04_coherence.py",
-                     "05_likelihood.py", "06_mnist_svhn_text.py", "07_paper_figures.py"]
+                     "05_likelihood.py", "06_mnist_svhn_text.py", "07_paper_figures.py",
+                     "08_incomplete_data.py"]
 
 
 #: the chapters' subset pickers (each saves every state for the HTML edition) and the largest page we accept: the
 #: pickers' saved figures are most of a page's weight (chapter 3: three models x 31 subsets)
-PICKERS = {"01_mean_functions.py": 1, "03_latent_spaces.py": 1, "04_coherence.py": 1, "06_mnist_svhn_text.py": 1}
+PICKERS = {"01_mean_functions.py": 1, "03_latent_spaces.py": 1, "04_coherence.py": 1, "06_mnist_svhn_text.py": 1,
+           "08_incomplete_data.py": 1}
 PAGE_BYTES = 8_000_000
 
 
