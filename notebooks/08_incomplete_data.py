@@ -393,10 +393,10 @@ display(subset_picker(NAMES, draw_subset, selected=(0,),
 #
 # So, on PolyMNIST with tuples missing completely at random and a fixed number of steps, dropping the incomplete
 # tuples costs none of the three models coherence, and keeping them costs the mixtures about 15%; the
-# mean-function view says
-# which terms an incomplete tuple trains, not how much each is worth. Longer training, where the 12,000 complete
-# tuples would start to be overfitted, and fewer complete tuples (say 5%) are where keeping the incomplete ones
-# should pay off: both are one setting away (`incomplete_study_config(model, fraction, ...)`).
+# mean-function view says which terms an incomplete tuple trains, not how much each is worth. Longer training,
+# where the 12,000 complete tuples would start to be overfitted, and fewer complete tuples (say 5%) are where
+# keeping the incomplete ones should pay off: both are one setting away (`incomplete_study_config(model,
+# fraction, ...)`).
 
 # %% [markdown]
 # ## Summary
