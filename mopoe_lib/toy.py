@@ -105,6 +105,17 @@ class LinearGaussianToy:
         x = torch.cat([xs[m].double() for m in members], dim=1)
         return torch.distributions.MultivariateNormal(b, covariance_matrix=cov).log_prob(x)
 
+    def log_marginal_observed(self, xs: Sequence[Tensor], available: Tensor) -> Tensor:
+        """Exact ``log p(X_A)`` per row ``(N,)``, with ``A`` the modalities row n has: ``available`` is bool
+        ``(N, M)`` (the layout of :func:`~mopoe_lib.data.missing.availability`); rows sharing a pattern are
+        scored together."""
+        out = torch.empty(available.shape[0], dtype=torch.float64)
+        patterns, which = torch.unique(available, dim=0, return_inverse=True)
+        for k, pattern in enumerate(patterns):
+            rows = which == k
+            out[rows] = self.log_marginal([x[rows] for x in xs], torch.nonzero(pattern).flatten().tolist())
+        return out
+
     def expert_precisions(self) -> Tensor:
         """``(M, D)`` diagonal precisions of the likelihood experts, ``diag(W^T W) / sigma^2``."""
         return torch.stack([(w * w).sum(0) / s**2 for w, s in zip(self.weights, self.noise, strict=True)])

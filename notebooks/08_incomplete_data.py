@@ -132,11 +132,7 @@ toy = LinearGaussianToy.random(num_modalities=3, latent_dim=2, obs_dim=3, noise=
 N_TOY = 6000
 _, xs = toy.sample(N_TOY, torch.Generator().manual_seed(SEED))
 toy_mask = availability("complete:0.25", N_TOY, 3, seed=1)  # (tuples, modalities)
-exact = torch.empty(N_TOY, dtype=torch.float64)
-codes = (toy_mask.long() * torch.tensor([1, 2, 4])).sum(dim=1)
-for code in codes.unique().tolist():
-    members = [m for m in range(3) if code >> m & 1]
-    exact[codes == code] = toy.log_marginal([x[codes == code] for x in xs], members)
+exact = toy.log_marginal_observed(xs, toy_mask)  # log p(X_A) of each tuple's observed modalities
 observed_count = toy_mask.sum(dim=1)
 gaps = {}
 for name in MODELS:
@@ -233,10 +229,12 @@ curves = pd.DataFrame(curves)
 if curves.empty:
     raise MissingDataError(folder, "MOPOE_MODE=full python -m mopoe_lib.book 08   (trains and evaluates the study)")
 final = curves.sort_values("step").groupby(["model", "fraction", "only_complete"]).tail(1)
-missing_runs = [study_tag(*key) for key in STUDY if key not in set(zip(final.model, final.fraction, final.only_complete))]
+present = set(zip(final.model, final.fraction, final.only_complete))
+missing_runs = [study_tag(*key) for key in STUDY if key not in present]
 print(f"{len(final)} of the study's {len(STUDY)} runs found in {folder.relative_to(root)}"
       + (f"; FULL mode trains the others ({', '.join(missing_runs)})" if missing_runs else ""))
-final = final.assign(**{"trained on": final.only_complete.map({False: "all tuples", True: "complete tuples only"}),
+TRAINED_ON = {False: "all tuples", True: "complete tuples only"}
+final = final.assign(**{"trained on": final.only_complete.map(TRAINED_ON),
                          "test bound": final["test bound"].round(0).astype(int)})
 display(final.set_index(["model", "trained on", "fraction"])[["step", 1, 2, 3, 4, "test bound", "source"]]
         .sort_index(ascending=[True, True, False]).round(3))
@@ -289,7 +287,7 @@ def study_rows(table: str) -> pd.DataFrame:
     """One table of the suite for every evaluated study run, with its fraction and training set."""
     rows = pd.DataFrame(collect_results(found, table=table))
     rows["fraction"] = rows.missing.str.split(":").str[1].astype(float)
-    rows["trained on"] = rows.drop_incomplete.map({False: "all tuples", True: "complete tuples only"})
+    rows["trained on"] = rows.drop_incomplete.map(TRAINED_ON)
     return rows
 
 
