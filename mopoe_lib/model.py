@@ -19,7 +19,15 @@ Modality-specific ("style") latents: with ``style_dims``, modality m also has a 
 :math:`w_m \sim N(0, I_{S_m})` that only its own decoder sees, :math:`p(x_m \mid z, w_m)`, and a posterior
 :math:`q(w_m \mid x_m)` from its own encoder (which then outputs ``latent_dim + S_m`` values: shared first, style
 last). Only the shared z is fused across modalities; conditional generation draws the styles of the generated
-modalities from their prior (Sutter et al. 2020/2021, CelebA: 20 shared + 32 style dimensions).
+modalities from their prior (Sutter et al. 2020/2021, CelebA: 20 shared + 32 style dimensions). Stacked
+networks (the grouped PolyMNIST ones) take styles too, of one size S for every modality: the encoder returns
+``latent_dim + S`` values per modality and the decoder reads ``[z, w_m]`` through its per-modality pass.
+
+``auxiliary_style=True`` adds MMVAE+'s auxiliary priors (Palumbo et al., ICLR 2023): per modality a zero-mean
+Gaussian :math:`r_m(w_m)` with learned standard deviations ``S * softmax(theta_m)`` (the authors'
+parameterisation: they start at 1 and their sum stays S), from which the MMVAE+ objective draws the style of
+a modality that a term does not encode (:meth:`draw_auxiliary_style`). Generation still draws unknown styles
+from the prior N(0, I), as the authors' code does.
 """
 
 from __future__ import annotations
@@ -124,6 +132,7 @@ class MultimodalVAE(nn.Module):
         learn_scales: learn the scale of each modality's Laplace/Gaussian likelihood (a parameter
             ``log_scales`` ``(M,)``, starting at the likelihood's own scale, never below :data:`MIN_SCALE`)
             instead of keeping it fixed: a calibrated decoder.
+        auxiliary_style: learn MMVAE+'s auxiliary style priors (see the module docstring); needs style latents.
     """
 
     def __init__(
@@ -138,6 +147,7 @@ class MultimodalVAE(nn.Module):
         style_dims: Sequence[int] | None = None,
         subset_posterior: SubsetPosterior = "product",
         learn_scales: bool = False,
+        auxiliary_style: bool = False,
     ) -> None:
         super().__init__()
         count = _count(encoders)
@@ -173,10 +183,25 @@ class MultimodalVAE(nn.Module):
                 raise ValueError("learn_scales needs a likelihood with a scale (laplace or gaussian)")
             start = [math.log(getattr(lik, "scale", 1.0)) for lik in self.likelihoods]
             self.log_scales = nn.Parameter(torch.tensor(start, dtype=torch.float32))
-        if self.has_style and not (isinstance(self.encoders, PerModalityEncoders)
-                                   and isinstance(self.decoders, PerModalityDecoders)):
-            raise ValueError("modality-specific latents need one encoder and one decoder per modality (lists), "
-                             "not stacked networks")
+        self._stacked_style = self._check_style_networks(auxiliary_style)
+        self.auxiliary_style_logits: nn.ParameterList | None = None
+        if auxiliary_style:
+            self.auxiliary_style_logits = nn.ParameterList(nn.Parameter(torch.zeros(s)) for s in self.style_dims)
+
+    def _check_style_networks(self, auxiliary_style: bool) -> bool:
+        """Validate the networks for the style latents; returns whether they are stacked networks with styles."""
+        if auxiliary_style and not self.has_style:
+            raise ValueError("auxiliary_style needs modality-specific latents (style_dims)")
+        if not self.has_style:
+            return False
+        stacked = not isinstance(self.encoders, PerModalityEncoders)
+        if stacked == isinstance(self.decoders, PerModalityDecoders):
+            raise ValueError("modality-specific latents need encoders and decoders of one kind: both lists, or "
+                             "both stacked")
+        if stacked and (len(set(self.style_dims)) != 1 or not hasattr(self.decoders, "forward_each")):
+            raise ValueError("stacked networks take modality-specific latents of one size for every modality and a "
+                             f"decoder with forward_each; got style_dims {self.style_dims}")
+        return stacked
 
     @property
     def has_style(self) -> bool:
@@ -229,7 +254,11 @@ class MultimodalVAE(nn.Module):
             if mu.shape[-1] != d:
                 raise ValueError(f"encoders return latent size {mu.shape[-1]}, the model expects {d}")
             return (mu, logvar), [None] * self.num_modalities
-        outputs = [_at_least_float32(*o) for o in self.encoders.each(x)]
+        if self._stacked_style:
+            mu, logvar = _at_least_float32(*self.encoders(x))
+            outputs = list(zip(mu.unbind(0), logvar.unbind(0), strict=True))
+        else:
+            outputs = [_at_least_float32(*o) for o in self.encoders.each(x)]
         for m, (mu_m, _) in enumerate(outputs):
             if mu_m.shape[-1] != d + self.style_dims[m]:
                 raise ValueError(f"encoder {self.names[m]} returns {mu_m.shape[-1]} values, the model expects "
@@ -248,6 +277,27 @@ class MultimodalVAE(nn.Module):
             if style[m] is not None:
                 mu, logvar = style[m]
                 out[m] = mu + torch.exp(0.5 * logvar) * randn_like(mu, (*lead, *mu.shape), generator, shard)
+        return out
+
+    def auxiliary_style_std(self, m: int) -> Tensor:
+        """``(S_m,)``: the standard deviations of modality m's auxiliary style prior, ``S_m * softmax(theta_m)``."""
+        if self.auxiliary_style_logits is None:
+            raise ValueError("this model has no auxiliary style priors: build it with auxiliary_style=True "
+                             "(the MMVAE+ experiments do)")
+        theta = self.auxiliary_style_logits[m]
+        return torch.softmax(theta, dim=0) * theta.shape[0]
+
+    def draw_auxiliary_style(self, like: Tensor, modalities: Sequence[int] | None = None,
+                             lead: tuple[int, ...] = (), generator: torch.Generator | None = None,
+                             shard: Shard | None = None) -> list[Tensor | None]:
+        """Reparameterised ``w_m ~ r_m(w_m)`` of shape ``(*lead, B, S_m)`` (B = ``like.shape[0]``) for the wanted
+        modalities: MMVAE+'s style for a modality a term does not encode."""
+        wanted = range(self.num_modalities) if modalities is None else modalities
+        out: list[Tensor | None] = [None] * self.num_modalities
+        for m in wanted:
+            if self.style_dims[m]:
+                std = self.auxiliary_style_std(m).to(like.dtype)
+                out[m] = std * randn_like(like, (*lead, like.shape[0], self.style_dims[m]), generator, shard)
         return out
 
     def style_log_ratio(self, samples: Sequence[Tensor | None], style: StyleParams,
@@ -376,6 +426,10 @@ class MultimodalVAE(nn.Module):
         flat = z.reshape(-1, z.shape[-1])
         if not self.has_style:
             outputs = self.decoders(flat, modalities)
+        elif self._stacked_style:
+            wanted = range(self.num_modalities) if modalities is None else modalities
+            every = self._decode_stacked_style(flat.expand(self.num_modalities, *flat.shape), style, lead, generator)
+            outputs = [every[m] if m in wanted else None for m in range(self.num_modalities)]
         else:
             outputs = [None] * self.num_modalities
             for m in range(self.num_modalities) if modalities is None else modalities:
@@ -398,11 +452,25 @@ class MultimodalVAE(nn.Module):
         if z.ndim < 2 or z.shape[0] != self.num_modalities:
             raise ValueError(f"z must have shape (M, ..., D) with M = {self.num_modalities}; got {tuple(z.shape)}")
         each = getattr(self.decoders, "forward_each", None)
+        lead = z.shape[1:-1]
+        if self._stacked_style:
+            outputs = self._decode_stacked_style(z.reshape(self.num_modalities, -1, z.shape[-1]), style, lead,
+                                                 generator)
+            return [p.reshape(*lead, *p.shape[1:]) for p in outputs]
         if each is None or self.has_style:
             return [self.decode(z[m], [m], style, generator)[m] for m in range(self.num_modalities)]  # type: ignore
-        lead = z.shape[1:-1]
         outputs = each(z.reshape(self.num_modalities, -1, z.shape[-1]))
         return [p.reshape(*lead, *p.shape[1:]) for p in outputs]
+
+    def _decode_stacked_style(self, z: Tensor, style: Sequence[Tensor | None] | None, lead: tuple[int, ...],
+                              generator: torch.Generator | None) -> list[Tensor]:
+        """Stacked decoders with styles: decoder m reads ``[z[m], w_m]`` for ``z (M, N, D)``, in one pass; a
+        missing ``style[m]`` ``(*lead, S)`` is drawn from the prior N(0, I)."""
+        size = self.style_dims[0]
+        ws = [style[m] if style is not None and style[m] is not None else
+              randn_like(z[m], (*lead, size), generator) for m in range(self.num_modalities)]
+        w = torch.stack([w_m.reshape(-1, size).to(z.dtype) for w_m in ws])  # (M, N, S)
+        return self.decoders.forward_each(torch.cat([z, w.expand(-1, z.shape[1], -1)], dim=-1))  # type: ignore
 
     def means(self, params: Sequence[Tensor | None]) -> list[Tensor | None]:
         """The likelihoods' means of decoder outputs (what a generated sample looks like)."""

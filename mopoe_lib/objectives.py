@@ -24,6 +24,8 @@ objective             terms                                  notes
                       R = {m} for each m                     annealing optional
 ``mmjsd``             P = singletons and the prior, R = all  Sutter et al. 2020; ``divergence="jsd"``
 ``mvtcae``            P = {all} (no prior expert), R = all   Hwang et al. 2021; ``divergence="tc"``
+``mmvae_plus``        P = singletons, R = all, beta 2.5;     Palumbo et al. 2023; ``cross_style=
+                      style latents                          "auxiliary"``
 ====================  =====================================  ===========================================
 
 ``divergence="jsd"`` (mmJSD, as in the authors' code): the mixture gets one more component, the prior
@@ -51,6 +53,20 @@ Modality-specific latents (``model.style_dims``): a term that reconstructs modal
 :math:`w_m \sim q(w_m \mid x_m)` and adds :math:`\mathrm{KL}(q(w_m \mid x_m) \,\|\, N(0, I))` to its KL
 (ELBO), or :math:`\log p(w_m) - \log q(w_m \mid x_m)` to its importance weights (IWAE/DReG). Since
 :math:`q(z, w \mid X) = q(z \mid X) \prod_m q(w_m \mid x_m)`, the result is still a lower bound.
+
+``cross_style="auxiliary"`` (MMVAE+, as in the authors' code): a component reconstructs
+the modalities of its subset with their encoded styles :math:`w_d \sim q(w_d \mid x_d)` and every other
+modality d with a style drawn from the model's auxiliary prior :math:`r_d(w_d)`
+(:meth:`~mopoe_lib.model.MultimodalVAE.draw_auxiliary_style`); only the encoded styles enter the importance
+weights, :math:`\log p(w) - \log q(w \mid x)`. With :math:`r_d = p(w_d)` this is a lower bound of log p(X)
+(an auxiliary-variable bound: the component index is a latent with the responsibility :math:`q_m(z) / \sum_j
+q_j(z)` as its reverse model); with learned :math:`r_d` each borrowed style adds
+:math:`\mathrm{KL}(r_d \,\|\, p(w_d))` on average, so the objective is no bound of log p(X) in general. The
+decoders learn to read a style drawn from r for the other modalities, so the shared z has to carry what they
+share (the digit) and the styles keep what they do not (the background). The authors train PolyMNIST with one
+importance sample from every component (``estimator="iwae"``, K = 1); ``estimator="elbo"`` (the record's
+default) draws one component per row, stratified, and weighs the sample in the same way (log q(z | X) of the
+mixture, not the analytic KL): the same objective in expectation at the cost of one decoding per row.
 
 With ``beta = 1`` every term is a valid lower bound of the log-likelihood of its modalities. MVAE's sum of
 terms is not a bound of log p(X) (the paper's remark); its joint term is, and it is reported as ``elbo``.
@@ -88,6 +104,8 @@ SubsetChoice = Literal["powerset", "singletons", "full"]
 SUBSET_CHOICES: tuple[str, ...] = ("powerset", "singletons", "full")
 Divergence = Literal["prior", "jsd", "tc"]
 DIVERGENCES: tuple[str, ...] = ("prior", "jsd", "tc")
+CrossStyle = Literal["posterior", "auxiliary"]
+CROSS_STYLES: tuple[str, ...] = ("posterior", "auxiliary")
 
 
 @dataclass(frozen=True)
@@ -115,6 +133,7 @@ class ObjectiveConfig:
     subset_posterior: str = "product"
     divergence: Divergence = "prior"
     tc_ratio: float = 0.0
+    cross_style: CrossStyle = "posterior"
 
     def __post_init__(self) -> None:
         if self.subsets not in SUBSET_CHOICES:
@@ -143,6 +162,11 @@ class ObjectiveConfig:
         if self.divergence != "prior" and (self.estimator != "elbo" or self.free_bits):
             raise ValueError(f"divergence={self.divergence!r} (mmJSD, MVTCAE) is defined for the elbo estimator "
                              "without free bits")
+        if self.cross_style not in CROSS_STYLES:
+            raise ValueError(f"unknown cross_style {self.cross_style!r}; choose one of {', '.join(CROSS_STYLES)}")
+        if self.cross_style == "auxiliary" and (self.free_bits or self.divergence != "prior"):
+            raise ValueError("cross_style='auxiliary' (MMVAE+) is defined without free bits and with the prior as "
+                             "divergence")
         if not 0.0 <= self.tc_ratio <= 1.0:
             raise ValueError(f"tc_ratio must lie in [0, 1], got {self.tc_ratio}")
         if self.subset_posterior not in SUBSET_POSTERIOR_CHOICES:
@@ -165,6 +189,8 @@ OBJECTIVES: dict[str, ObjectiveConfig] = {
                              subset_posterior="mixture"),
     "mvtcae": ObjectiveConfig("mvtcae", "full", divergence="tc", tc_ratio=5 / 6, prior_expert="never",
                               subset_posterior="product"),
+    "mmvae_plus": ObjectiveConfig("mmvae_plus", "singletons", beta=2.5, prior_expert="never",
+                                  subset_posterior="mixture", cross_style="auxiliary"),
 }
 #: The options of a named objective that an experiment may override (its subsets define it; the library's
 #: :func:`make_objective` accepts ``subsets`` too, to show that the three models are one code path).
@@ -172,8 +198,8 @@ OBJECTIVE_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(ObjectiveConfi
 
 
 def make_objective(name: str, **overrides: object) -> Objective:
-    """A named objective (``mopoe``, ``mmvae``, ``mmvae_iw``, ``mvae``, ``mmjsd``, ``mvtcae``) with optional
-    field overrides.
+    """A named objective (``mopoe``, ``mmvae``, ``mmvae_iw``, ``mvae``, ``mmjsd``, ``mvtcae``, ``mmvae_plus``)
+    with optional field overrides.
 
     Raises:
         ValueError: unknown name (the message lists the valid ones) or invalid overrides.
@@ -339,6 +365,8 @@ class Objective:
         # rows for which no subset has an available modality (e.g. an MVAE unimodal term for a missing
         # modality) contribute nothing to this term
         mask = None if available is None else available.to(experts[0].dtype) * (mixture.weights.sum(0) > 0)
+        if self.config.estimator == "elbo" and self.config.cross_style == "auxiliary":
+            return self._borrowed_style_sample(model, x, mixture, reconstruct, mask, beta, generator, shard, style)
         if self.config.estimator == "elbo":
             z, _ = mixture.sample(generator, self.config.sampling, shard)
             ws = model.draw_style(style, reconstruct, (), generator, shard)
@@ -399,13 +427,36 @@ class Objective:
             terms.append(Term(ll[m] - kl_m, ll[m] - beta * kl_m, ll * only_m, kl_m))
         return terms
 
+    def _borrowed_style_sample(self, model, x, mixture, reconstruct, mask, beta, generator, shard, style) -> Term:
+        """MMVAE+ with one z per row from one component (stratified): the importance weight of that sample,
+        log p(X | z, w) + log p(z) - log q(z | X) plus the encoded styles' log p(w) - log q(w | x)."""
+        z, chosen = mixture.sample(generator, self.config.sampling, shard)  # (B, D), (B,)
+        encoded = mixture.subsets[chosen].T.to(z.dtype)  # (M, B): the chosen component's modalities
+        ws = _mix_styles(model.draw_style(style, reconstruct, (), generator, shard),
+                         model.draw_auxiliary_style(z, reconstruct, (), generator, shard), encoded[..., None])
+        ll = model.log_likelihoods(model.decode(z, reconstruct, ws), x)  # (M, B)
+        ratio = model.style_log_ratio(ws, style)
+        weight = encoded if mask is None else encoded * mask
+        log_prior_ratio = standard_normal_log_prob(z) - mixture.log_prob(z)
+        if ratio is not None:
+            log_prior_ratio = log_prior_ratio + (ratio * weight).sum(dim=0)
+        if mask is not None:
+            ll = ll * mask
+        recon = ll.sum(dim=0)
+        return Term(recon + log_prior_ratio, recon + beta * log_prior_ratio, ll, -log_prior_ratio)
+
     def _importance_weighted(self, model, x, mixture, reconstruct, mask, beta, generator, shard, style) -> Term:
         num = self.config.num_samples
         dreg = self.config.estimator == "dreg"
         zs = mixture.rsample_per_component(num, generator, shard)  # (S, C, B, D)
-        ws = model.draw_style(style, reconstruct, (num, mixture.num_components), generator, shard)
+        drawn = model.draw_style(style, reconstruct, (num, mixture.num_components), generator, shard)
+        ws, encoded = drawn, None
+        if self.config.cross_style == "auxiliary":
+            ws, encoded = _borrowed_styles(model, drawn, mixture, reconstruct, num, generator, shard)
         ll = model.log_likelihoods(model.decode(zs, reconstruct, ws), x)  # (M, S, C, B)
         style_ratio = model.style_log_ratio(ws, style, detach_params=dreg)  # (M, S, C, B) or None
+        if style_ratio is not None and encoded is not None:
+            style_ratio = style_ratio * encoded  # only encoded styles are importance-weighted
         if mask is not None:
             ll = ll * mask[:, None, None, :]
             style_ratio = None if style_ratio is None else style_ratio * mask[:, None, None, :]
@@ -427,7 +478,7 @@ class Objective:
         if dreg:
             with torch.no_grad():
                 w_tilde = torch.softmax(log_w, dim=0)
-            for sample in (zs, *(w for w in ws if w is not None)):
+            for sample in (zs, *(w for w in drawn if w is not None)):
                 if sample.requires_grad:
                     sample.register_hook(lambda grad: w_tilde.unsqueeze(-1) * grad)
             surrogate = average((w_tilde * log_w).sum(dim=0))
@@ -435,6 +486,24 @@ class Objective:
             surrogate = objective
         per_modality = (ll.mean(dim=1) * mixture.weights).sum(dim=1)  # (M, B), averaged over samples
         return Term(bound, surrogate, per_modality, mixture.kl_upper_bound() + _style_kl(style, ws, mask))
+
+
+def _borrowed_styles(model: MultimodalVAE, drawn: list[Tensor | None], mixture: SubsetMixture,
+                     reconstruct: list[int] | None, num: int, generator: torch.Generator | None,
+                     shard: Shard | None) -> tuple[list[Tensor | None], Tensor]:
+    """MMVAE+'s styles ``(S, C, B, S_m)``: the encoded ones for a component's own modalities, draws from the
+    auxiliary prior for the others; and ``(M, 1, C, 1)``, 1 where the style is encoded."""
+    encoded = mixture.subsets.T.to(mixture.mu.dtype)[:, None, :, None]  # (M, 1, C, 1)
+    borrowed = model.draw_auxiliary_style(mixture.mu[0], reconstruct, (num, mixture.num_components), generator,
+                                          shard)
+    return _mix_styles(drawn, borrowed, encoded[..., None]), encoded
+
+
+def _mix_styles(drawn: list[Tensor | None], borrowed: list[Tensor | None], encoded: Tensor) -> list[Tensor | None]:
+    """Per modality m, the encoded style where ``encoded[m]`` (broadcast to the styles' shape) is 1, else the
+    auxiliary draw."""
+    return [w if w is None or r is None else torch.where(encoded[m] > 0, w, r)
+            for m, (w, r) in enumerate(zip(drawn, borrowed, strict=True))]
 
 
 def with_prior_component(mixture: SubsetMixture) -> SubsetMixture:

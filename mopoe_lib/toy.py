@@ -137,12 +137,13 @@ class LinearGaussianToy:
         return num / total, (-total.log()).expand_as(num)
 
     def model(self, prior_expert: str = "always", exact_encoders: bool = True,
-              dtype: torch.dtype = torch.float64) -> MultimodalVAE:
+              dtype: torch.dtype = torch.float64, auxiliary_style: bool = False) -> MultimodalVAE:
         """A :class:`MultimodalVAE` with the true decoders and, if ``exact_encoders``, the exact experts.
 
         With ``exact_encoders=False`` the encoders are randomly initialised (a model to train). With style
         latents the decoders read ``[z, w_m]`` and the "exact" encoders give the no-style experts for z and
-        N(0, I) for w_m (an approximation: see the module docstring).
+        N(0, I) for w_m (an approximation: see the module docstring). ``auxiliary_style``: with MMVAE+'s
+        auxiliary style priors (standard deviations 1 to start with, as the prior's).
         """
         style = self.style_dim
         encoders, decoders = [], []
@@ -166,5 +167,5 @@ class LinearGaussianToy:
             decoders.append(dec)
         likelihoods = [Gaussian(scale=s) for s in self.noise]
         return MultimodalVAE(encoders, decoders, likelihoods, self.latent_dim, prior_expert=prior_expert,
-                             style_dims=[style] * self.num_modalities).to(dtype)
+                             style_dims=[style] * self.num_modalities, auxiliary_style=auxiliary_style).to(dtype)
 

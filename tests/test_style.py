@@ -150,8 +150,13 @@ def test_generation_draws_target_styles_from_the_prior():
 
 
 def test_style_needs_per_modality_networks_of_the_right_size():
-    with pytest.raises(ValueError, match="one encoder and one decoder per modality"):
-        MultimodalVAE(GroupedConvEncoder(2, 8), GroupedConvDecoder(2, 8), [Gaussian()] * 2, 8, style_dims=[4, 4])
+    with pytest.raises(ValueError, match="one size for every modality"):
+        MultimodalVAE(GroupedConvEncoder(2, 12), GroupedConvDecoder(2, 12), [Gaussian()] * 2, 8, style_dims=[4, 2])
+    with pytest.raises(ValueError, match="both lists, or both stacked"):
+        MultimodalVAE(GroupedConvEncoder(2, 12), [LinearDecoder(12, (3, 28, 28))] * 2, [Gaussian()] * 2, 8,
+                      style_dims=[4, 4])
+    with pytest.raises(ValueError, match="needs modality-specific latents"):
+        MultimodalVAE(GroupedConvEncoder(2, 8), GroupedConvDecoder(2, 8), [Gaussian()] * 2, 8, auxiliary_style=True)
     with pytest.raises(ValueError, match="style_dims needs 2"):
         MultimodalVAE([LinearEncoder(3, 2)] * 2, [LinearDecoder(2, (3,))] * 2, [Gaussian()] * 2, 2, style_dims=[1])
     model = MultimodalVAE([LinearEncoder(3, 2), LinearEncoder(3, 2)], [LinearDecoder(3, (3,))] * 2,
@@ -160,7 +165,7 @@ def test_style_needs_per_modality_networks_of_the_right_size():
         model.encode([torch.zeros(4, 3)] * 2)
 
 
-def test_any_per_modality_config_takes_style_latents():
+def test_any_config_takes_style_latents():
     from mopoe_lib.config import build_model, get_config
 
     torch.manual_seed(0)
@@ -170,5 +175,10 @@ def test_any_per_modality_config_takes_style_latents():
     out = make_objective("mopoe")(model, batch, generator=torch.Generator().manual_seed(0))
     out.loss.backward()
     assert torch.isfinite(out.per_row).all()
-    with pytest.raises(ValueError, match="grouped"):
-        get_config("polymnist-fast-mopoe", style_dim=4)
+    # and the grouped PolyMNIST networks too
+    model = build_model(get_config("polymnist-fast-mopoe", style_dim=4))
+    assert model.style_dims == (4,) * 5
+    out = make_objective("mopoe")(model, [torch.rand(3, 3, 28, 28) for _ in range(5)],
+                                  generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert torch.isfinite(out.per_row).all()

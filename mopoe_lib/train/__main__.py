@@ -16,8 +16,9 @@ from .trainer import train
 
 def _list() -> None:
     for name, cfg in EXPERIMENTS.items():
-        print(f"{name:28s} {cfg.architecture:8s} latent {cfg.latent_dim:4d}  {cfg.epochs:4d} epochs  "
-              f"data {cfg.data_variant}")
+        latent = f"{cfg.latent_dim}+{cfg.style_dim}" if cfg.style_dim else str(cfg.latent_dim)
+        print(f"{name:28s} {cfg.architecture:8s} latent {latent:>5s}  {cfg.epochs:4d} epochs  "
+              f"objective {cfg.objective:10s} data {cfg.data_variant}")
 
 
 def main(argv: list[str] | None = None) -> int:
