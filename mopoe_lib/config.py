@@ -210,6 +210,7 @@ class ExperimentConfig:
     free_bits: float | None = None
     tc_ratio: float | None = None  # MVTCAE: the weight of the total-correlation terms (5/6 by default)
     cross_style: str | None = None  # MMVAE+: "auxiliary" styles for the modalities a term does not encode
+    iw_bound: str | None = None  # iwae/dreg: "looser" (mean over components outside the log) or "tight"
     # optimisation
     lr: float = 1e-3
     lr_warmup_steps: int = 0  # linear warm-up from 0 over this many steps

@@ -12,7 +12,9 @@ log-likelihood of the modalities R it reconstructs:
   *every* component (their "looser" bound):
   :math:`\frac{1}{|P|}\sum_S \mathbb{E}\log\frac{1}{K}\sum_k
   \frac{p(X \mid z_k)\,p(z_k)}{q_P(z_k \mid X)}`, :math:`z_k \sim \mathrm{PoE}_S`; ``dreg`` uses the
-  doubly-reparameterised gradient (Tucker et al., 2019) with the same value.
+  doubly-reparameterised gradient (Tucker et al., 2019) with the same value. ``iw_bound="tight"`` moves the
+  average over components inside the logarithm, :math:`\mathbb{E}\log\frac{1}{|P|K}\sum_{S,k} w_{S,k}` (Shi et
+  al.'s tighter bound: every sample is weighed against all the others), which is at least the looser one.
 
 ====================  =====================================  ===========================================
 objective             terms                                  notes
@@ -102,6 +104,8 @@ Estimator = Literal["elbo", "iwae", "dreg"]
 ESTIMATORS: tuple[str, ...] = ("elbo", "iwae", "dreg")
 SubsetChoice = Literal["powerset", "singletons", "full"]
 SUBSET_CHOICES: tuple[str, ...] = ("powerset", "singletons", "full")
+IWBound = Literal["looser", "tight"]
+IW_BOUNDS: tuple[str, ...] = ("looser", "tight")
 Divergence = Literal["prior", "jsd", "tc"]
 DIVERGENCES: tuple[str, ...] = ("prior", "jsd", "tc")
 CrossStyle = Literal["posterior", "auxiliary"]
@@ -134,14 +138,15 @@ class ObjectiveConfig:
     divergence: Divergence = "prior"
     tc_ratio: float = 0.0
     cross_style: CrossStyle = "posterior"
+    iw_bound: IWBound = "looser"
 
     def __post_init__(self) -> None:
-        if self.subsets not in SUBSET_CHOICES:
-            raise ValueError(f"unknown subsets {self.subsets!r}; choose one of {', '.join(SUBSET_CHOICES)}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-        if self.sampling not in SAMPLING_STRATEGIES:
-            raise ValueError(f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLING_STRATEGIES)}")
+        for name, choices in (("subsets", SUBSET_CHOICES), ("estimator", ESTIMATORS), ("sampling", SAMPLING_STRATEGIES),
+                              ("prior_expert", PRIOR_EXPERT_CHOICES), ("divergence", DIVERGENCES),
+                              ("iw_bound", IW_BOUNDS), ("cross_style", CROSS_STYLES),
+                              ("subset_posterior", SUBSET_POSTERIOR_CHOICES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
         if self.num_samples < 1 or (self.estimator == "elbo" and self.num_samples != 1):
             raise ValueError(f"num_samples={self.num_samples}: the elbo estimator uses 1 sample, "
                              "iwae/dreg need num_samples >= 1")
@@ -154,24 +159,20 @@ class ObjectiveConfig:
                              f"{self.free_bits}")
         if self.max_subsets is not None and self.max_subsets < 1:
             raise ValueError(f"max_subsets must be positive or None, got {self.max_subsets}")
-        if self.prior_expert not in PRIOR_EXPERT_CHOICES:
-            raise ValueError(f"unknown prior_expert {self.prior_expert!r}; choose one of "
-                             f"{', '.join(PRIOR_EXPERT_CHOICES)}")
-        if self.divergence not in DIVERGENCES:
-            raise ValueError(f"unknown divergence {self.divergence!r}; choose one of {', '.join(DIVERGENCES)}")
+        if not 0.0 <= self.tc_ratio <= 1.0:
+            raise ValueError(f"tc_ratio must lie in [0, 1], got {self.tc_ratio}")
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Options that exist only together with others."""
         if self.divergence != "prior" and (self.estimator != "elbo" or self.free_bits):
             raise ValueError(f"divergence={self.divergence!r} (mmJSD, MVTCAE) is defined for the elbo estimator "
                              "without free bits")
-        if self.cross_style not in CROSS_STYLES:
-            raise ValueError(f"unknown cross_style {self.cross_style!r}; choose one of {', '.join(CROSS_STYLES)}")
+        if self.iw_bound == "tight" and self.estimator == "elbo":
+            raise ValueError("iw_bound='tight' is a choice of the iwae and dreg estimators")
         if self.cross_style == "auxiliary" and (self.free_bits or self.divergence != "prior"):
             raise ValueError("cross_style='auxiliary' (MMVAE+) is defined without free bits and with the prior as "
                              "divergence")
-        if not 0.0 <= self.tc_ratio <= 1.0:
-            raise ValueError(f"tc_ratio must lie in [0, 1], got {self.tc_ratio}")
-        if self.subset_posterior not in SUBSET_POSTERIOR_CHOICES:
-            raise ValueError(f"unknown subset_posterior {self.subset_posterior!r}; choose one of "
-                             f"{', '.join(SUBSET_POSTERIOR_CHOICES)}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -470,18 +471,28 @@ class Objective:
         def average(per_component: Tensor) -> Tensor:  # (C, B) -> (B,), over each row's components
             return (torch.where(valid, per_component, 0.0) * mixture.weights).sum(dim=0)
 
+        tight = self.config.iw_bound == "tight"
+        # tight: one logsumexp over samples and components, each component's samples weighed by its weight
+        log_pi = torch.where(valid, mixture.weights, 1.0).log().where(valid, -math.inf)
+
         def iw_bound(weights: Tensor) -> Tensor:
+            if tight:
+                return torch.logsumexp((weights + log_pi).flatten(0, 1), dim=0) - math.log(num)
             return average(torch.logsumexp(weights, dim=0) - math.log(num))
 
         objective = iw_bound(log_w)
         bound = objective if beta == 1.0 else iw_bound((ll.sum(dim=0) + log_prior_ratio).detach())
         if dreg:
             with torch.no_grad():
-                w_tilde = torch.softmax(log_w, dim=0)
+                if tight:
+                    w_tilde = torch.softmax((log_w + log_pi).flatten(0, 1), dim=0).view_as(log_w)
+                else:
+                    w_tilde = torch.softmax(log_w, dim=0)
             for sample in (zs, *(w for w in drawn if w is not None)):
                 if sample.requires_grad:
                     sample.register_hook(lambda grad: w_tilde.unsqueeze(-1) * grad)
-            surrogate = average((w_tilde * log_w).sum(dim=0))
+            per_component = torch.where(valid, (w_tilde * log_w).sum(dim=0), 0.0)
+            surrogate = per_component.sum(dim=0) if tight else average(per_component)
         else:
             surrogate = objective
         per_modality = (ll.mean(dim=1) * mixture.weights).sum(dim=1)  # (M, B), averaged over samples
