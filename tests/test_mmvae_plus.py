@@ -140,20 +140,7 @@ def test_grouped_networks_take_style_latents_and_each_decoder_reads_only_its_own
         assert not torch.allclose(other[0], every[0]) and all(torch.equal(other[m], every[m]) for m in range(1, 5))
         each = model.decode_each(torch.stack([z + m for m in range(5)]), ws)
         assert all(torch.allclose(each[m], model.decode(z + m, None, ws)[m], atol=1e-6) for m in range(5))
-
-
-@pytest.mark.parametrize("estimator,samples", [("elbo", 1), ("iwae", 1), ("dreg", 3)])
-def test_mmvae_plus_gradients_are_finite_and_reach_the_auxiliary_priors(estimator, samples):
-    torch.manual_seed(0)
-    config = get_config("polymnist-fast-mmvae-plus", estimator=estimator, num_samples=samples)
-    model = build_model(config)
-    x = [torch.rand(4, 3, 28, 28) for _ in range(5)]
-    out = config.make_objective()(model, x, generator=torch.Generator().manual_seed(0))
-    out.loss.backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
-    assert all(float(p.grad.abs().sum()) > 0 for p in model.auxiliary_style_logits)
-    with torch.no_grad():  # generation draws unknown styles from the prior and needs no auxiliary prior
+        # generation draws unknown styles from the prior (the auxiliary priors are for training only)
         assert all(torch.isfinite(g).all() for g in model.generate(x, [0, 1], torch.Generator().manual_seed(1)))
 
 
