@@ -190,6 +190,25 @@ def test_config_errors_list_the_valid_choices():
         parse_overrides(["speed=3"])
 
 
+def test_the_iw_mmvae_configs_round_trip_through_set():
+    """``--set objective=mmvae_iw`` trains with its own DReG estimator and K = 30; the options on top of it and the
+    saved config come back as they were given."""
+    from mopoe_lib.config import ExperimentConfig
+
+    cases = ((["objective=mmvae_iw"], ("mmvae_iw", "dreg", 30, "looser")),
+             (["objective=mmvae_iw", "num_samples=5", "estimator=iwae", "iw_bound=tight"],
+              ("mmvae_iw", "iwae", 5, "tight")),
+             (["objective=mmvae_plus", "style_dim=16", "estimator=dreg", "num_samples=2"],
+              ("mmvae_plus", "dreg", 2, "looser")))
+    for sets, expected in cases:
+        config = get_config("polymnist-fast-mmvae", **parse_overrides(sets))
+        resolved = config.objective_config
+        assert (resolved.name, resolved.estimator, resolved.num_samples, resolved.iw_bound) == expected
+        again = ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+        assert again == config and again.objective_config == resolved
+    assert get_config("polymnist-full-mmvae-iw").objective_config.num_samples == 30
+
+
 def test_full_configs_match_the_paper():
     config = get_config("polymnist-full-mopoe")
     assert (config.latent_dim, config.likelihood, config.likelihood_scale, config.beta, config.lr,
