@@ -470,7 +470,7 @@ class MultimodalVAE(nn.Module):
         ws = [style[m] if style is not None and style[m] is not None else
               randn_like(z[m], (*lead, size), generator) for m in range(self.num_modalities)]
         w = torch.stack([w_m.reshape(-1, size).to(z.dtype) for w_m in ws])  # (M, N, S)
-        return self.decoders.forward_each(torch.cat([z, w.expand(-1, z.shape[1], -1)], dim=-1))  # type: ignore
+        return self.decoders.forward_each(torch.cat([z, w], dim=-1))  # type: ignore
 
     def means(self, params: Sequence[Tensor | None]) -> list[Tensor | None]:
         """The likelihoods' means of decoder outputs (what a generated sample looks like)."""

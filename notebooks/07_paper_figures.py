@@ -45,7 +45,8 @@ MODE, FAST, SEED, DEVICE = book_setup(seed=0)
 SCALE = "fast" if FAST else "full"
 SEEDS = (0,) if FAST else (0, 1, 2)  # FAST: one seed, to stay within minutes; FULL: the spread over 3 seeds
 MODELS = ("mvae", "mmvae", "mopoe")
-RELATIVES = ("mmjsd",)  # trained in FULL mode too; shown wherever results for them exist
+# the relatives, by objective and experiment name: trained in FULL mode too, shown wherever results for them exist
+RELATIVES = {"mmjsd": "mmjsd", "mvtcae": "mvtcae", "mmvae_plus": "mmvae-plus"}
 OPTIONS = SuiteOptions(test_samples=300, probe_train=300, likelihood_points=40, likelihood_samples=20) if FAST \
     else SuiteOptions(test_samples=10_000, probe_train=500, likelihood_points=1000, likelihood_samples=1000)
 print(f"seeds: {SEEDS}")
@@ -61,7 +62,7 @@ print(f"seeds: {SEEDS}")
 
 # %%
 root = repo_root() or Path.cwd()
-for model in MODELS if FAST else (*MODELS, *RELATIVES):
+for model in MODELS if FAST else (*MODELS, *RELATIVES.values()):
     for seed in SEEDS:
         config = get_config(f"polymnist-{SCALE}-{model}", seed=seed)
         run_dir = root / "runs" / (config.name if seed == 0 else f"{config.name}-seed{seed}")
@@ -104,10 +105,15 @@ published = pd.DataFrame(published_rows())
 def versus_published(metric: str, ylabel: str) -> pd.DataFrame:
     ours = summary[(summary.dataset == "polymnist") & (summary.metric == metric)]
     shown = (*MODELS, *(m for m in RELATIVES if m in set(ours.model)))
-    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 4.2), sharey=True, layout="constrained")
+    rows = (len(shown) + 2) // 3
+    fig, axes = plt.subplots(rows, min(len(shown), 3), figsize=(4 * min(len(shown), 3), 3.8 * rows + 0.6),
+                             sharey=True, layout="constrained", squeeze=False)
+    axes = axes.flatten()
+    for ax in axes[len(shown):]:
+        ax.axis("off")
     sources = sorted(published[published.metric == metric].source.unique())
     experiments = sorted(ours.experiment.unique())
-    for ax, model in zip(axes, shown, strict=True):
+    for ax, model in zip(axes, shown, strict=False):
         for source, ref in published[(published.metric == metric) & (published.model == model)].groupby("source"):
             k = sources.index(source)
             ax.plot(ref.num_inputs, ref.value, "--", marker="s^vD<>"[k % 6], color="0.55", markersize=4)
@@ -118,7 +124,8 @@ def versus_published(metric: str, ylabel: str) -> pd.DataFrame:
         ax.set_title(model)
         ax.set_xlabel("number of input modalities")
         ax.set_ylim(0, 1)
-    axes[0].set_ylabel(ylabel)
+    for ax in axes[::min(len(shown), 3)]:
+        ax.set_ylabel(ylabel)
     handles = [plt.Line2D([], [], color="0.55", linestyle="--", marker="s^vD<>"[k % 6], label=f"published: {s}")
                for k, s in enumerate(sources)]
     handles += [plt.Line2D([], [], color=f"C{j}", marker="o",
