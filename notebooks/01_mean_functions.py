@@ -195,11 +195,12 @@ log_px = toy.log_marginal(xs)
 repeats = 2_000 if FAST else 50_000
 
 
-def bound(objective, model, seed=0):
-    tiled = [x.repeat_interleave(repeats, 0) for x in xs]
+def bound(objective, model, seed=0, points=None):
+    points = xs if points is None else points
+    tiled = [x.repeat_interleave(repeats, 0) for x in points]
     with torch.no_grad():
         out = objective(model, tiled, generator=torch.Generator().manual_seed(seed))
-    return out.per_row.view(len(xs[0]), repeats).mean(1)
+    return out.per_row.view(len(points[0]), repeats).mean(1)
 
 
 rows = {"log p(X) (exact)": log_px}
@@ -338,22 +339,17 @@ style_toy = LinearGaussianToy.random(num_modalities=3, latent_dim=2, obs_dim=4, 
                                      style_scale=0.8)
 _, style_xs = style_toy.sample(4, torch.Generator().manual_seed(2))
 
-
-def plus_objective(model, seed=0):
-    tiled = [x.repeat_interleave(repeats, 0) for x in style_xs]
-    with torch.no_grad():
-        out = make_objective("mmvae_plus", beta=1.0)(model, tiled, generator=torch.Generator().manual_seed(seed))
-    return out.per_row.view(len(style_xs[0]), repeats).mean(1)
-
+plus_objective = make_objective("mmvae_plus", beta=1.0)
 
 plus = style_toy.model("never", auxiliary_style=True)
-plus_rows = {"log p(X) (exact)": style_toy.log_marginal(style_xs), "MMVAE+, r = p(w)": plus_objective(plus)}
+plus_rows = {"log p(X) (exact)": style_toy.log_marginal(style_xs),
+             "MMVAE+, r = p(w)": bound(plus_objective, plus, points=style_xs)}
 with torch.no_grad():
     for theta in plus.auxiliary_style_logits:
         theta.copy_(torch.tensor([1.5, -1.5], dtype=theta.dtype))  # standard deviations 1.9 and 0.1
     kl_r = sum(float((-torch.log(s) + 0.5 * (s**2 - 1)).sum())
                for s in (plus.auxiliary_style_std(d) for d in range(3)))
-plus_rows["MMVAE+, learned r"] = plus_objective(plus)
+plus_rows["MMVAE+, learned r"] = bound(plus_objective, plus, points=style_xs)
 for label, values in plus_rows.items():
     print(f"{label:22s}" + "".join(f"{v:9.3f} " for v in values.tolist()))
 print(f"(M - 1)/M * sum_d KL(r_d || p) = {2 / 3 * kl_r:.3f} nats")
