@@ -245,16 +245,28 @@ per_subset.round(3)
 # the MVAE fits the joint well while its conditionals from few inputs are poor, and the MoPoE does well on both.
 # Bounds differ by estimator, K and likelihood scale, so compare rows of the same experiment only. Below them,
 # random coherence: five modalities decoded from one $z$ drawn from the prior, or from a Gaussian mixture fitted
-# to the training posterior means (the aggregate posterior; chapter 4).
+# to the training posterior means (the aggregate posterior; chapter 4), and the same samples' Frechet distance to
+# the test images in the shipped classifiers' features (mean over the modalities; lower is closer).
 
 # %%
 likelihood = summary[(summary.dataset == "polymnist") & summary.metric.str.startswith("log p")]
 display(likelihood.pivot_table(index=["experiment", "model"], columns="metric", values="mean").round(1))
-random = summary[(summary.dataset == "polymnist") & summary.metric.str.startswith("random_coherence")]
-display(random.assign(z_from=random.metric.map(lambda m: "aggregate posterior" if "aggregate" in m else "prior"))
-        .pivot_table(index=["experiment", "model"], columns="z_from", values="mean")
-        .rename_axis(columns="random coherence, z from").round(3).astype(object)
-        .where(lambda table: table.notna(), "not measured"))
+unconditional = summary[(summary.dataset == "polymnist") & (summary.num_inputs == 0)
+                        & summary.metric.str.match(r"random_coherence|frechet")]
+table = unconditional.assign(
+    z_from=unconditional.metric.map(lambda m: "aggregate posterior" if "aggregate" in m else "prior"),
+    metric=unconditional.metric.map(lambda m: "random coherence" if m.startswith("random") else "Frechet distance"),
+).pivot_table(index=["experiment", "model"], columns=["metric", "z_from"], values="mean")
+table = pd.concat({"random coherence": table["random coherence"].round(3),
+                   "Frechet distance": table["Frechet distance"].round(1)}, axis=1)
+display(table.rename_axis(columns=["", "z from"]).astype(object).where(table.notna(), "not measured"))
+
+# %% [markdown]
+# Sampling $z$ from the aggregate posterior instead of the prior helps every model, most where the prior is far
+# from where the decoders were trained: the product models (MoPoE, MVAE, MVTCAE) about halve their Frechet
+# distance and go from nearly never coherent to coherent in 37-61% of the samples; the mixtures (MMVAE, MMVAE+), whose objective keeps each
+# unimodal posterior near N(0, I), gain less in distance; the mmJSD, regularised towards its dynamic prior
+# instead, gains the most in coherence (0.02 to 0.95).
 
 # %% [markdown]
 # ## 5. MNIST-SVHN-Text
