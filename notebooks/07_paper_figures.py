@@ -264,9 +264,9 @@ display(table.rename_axis(columns=["", "z from"]).astype(object).where(table.not
 # %% [markdown]
 # Sampling $z$ from the aggregate posterior instead of the prior helps every model, most where the prior is far
 # from where the decoders were trained: the product models (MoPoE, MVAE, MVTCAE) about halve their Frechet
-# distance and go from nearly never coherent to coherent in 37-61% of the samples; the mixtures (MMVAE, MMVAE+), whose objective keeps each
-# unimodal posterior near N(0, I), gain less in distance; the mmJSD, regularised towards its dynamic prior
-# instead, gains the most in coherence (0.02 to 0.95).
+# distance and go from nearly never coherent to coherent in 37-61% of the samples; the mixtures (MMVAE,
+# MMVAE+), whose objective keeps each unimodal posterior near N(0, I), gain less in distance; the mmJSD,
+# regularised towards its dynamic prior instead, gains the most in coherence (0.02 to 0.95).
 
 # %% [markdown]
 # ## 5. MNIST-SVHN-Text
