@@ -99,11 +99,11 @@ class DatasetSpec:
 
 
 def _posterior_options(config: ExperimentConfig) -> dict[str, Any]:
-    """The model's posterior policies (prior expert, posterior given a subset) from the config's objective, and
-    whether it learns MMVAE+'s auxiliary style priors."""
+    """The model's posterior policies (prior expert, posterior given a subset) from the config's objective,
+    whether it learns MMVAE+'s auxiliary style priors, and whether it learns its prior (``learn_prior``)."""
     objective = config.objective_config
     return {"prior_expert": objective.prior_expert, "subset_posterior": objective.subset_posterior,
-            "auxiliary_style": objective.cross_style == "auxiliary"}
+            "auxiliary_style": objective.cross_style == "auxiliary", "learn_prior": config.learn_prior}
 
 
 def _build_polymnist(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVAE:
@@ -195,6 +195,7 @@ class ExperimentConfig:
     likelihood: str = "laplace"
     likelihood_scale: float = 0.75  # the fixed scale, or the starting value of a learned one
     learn_scale: bool = False  # learn each modality's likelihood scale (a calibrated decoder)
+    learn_prior: bool = False  # learn the prior's standard deviations (Shi et al. 2019; mixture models only)
     # objective: the named objective's record, with these options overriding it where they are not None
     objective: str = "mopoe"
     beta: float = 2.5
@@ -298,7 +299,12 @@ def _validate(config: ExperimentConfig) -> None:
     from .data.missing import parse_missing
 
     parse_missing(c.missing, len(c.spec.modalities))
-    if c.objective_config.cross_style == "auxiliary" and not c.style_dim:
+    objective = c.objective_config
+    if c.learn_prior and (objective.prior_expert != "never" or objective.divergence != "prior"):
+        able = [name for name, o in OBJECTIVES.items() if o.prior_expert == "never" and o.divergence == "prior"]
+        raise ValueError(f"learn_prior needs a model without the N(0, I) expert in its products, trained against "
+                         f"the prior itself; objective {c.objective!r} is not one: choose one of {', '.join(able)}")
+    if objective.cross_style == "auxiliary" and not c.style_dim:
         raise ValueError(f"objective {c.objective!r} with cross_style='auxiliary' (MMVAE+) needs modality-specific "
                          "latents: set style_dim > 0 (the MMVAE+ experiments use 32)")
 
@@ -382,14 +388,14 @@ def _registry() -> dict[str, ExperimentConfig]:
             name=f"celeba-full-{model}", dataset="celeba", data_variant="full", architecture="celeba", latent_dim=20,
             style_dim=32, objective=model, lr=5e-4, epochs=250, eval_samples=2000)
     # relatives of the three: mmJSD (Sutter et al. 2020) and MVTCAE (Hwang et al. 2021) with the same networks and
-    # recipe, and the MMVAE trained
-    # as Shi et al. (2019) trained it (DReG, K = 30 samples per component; the paper-scale run wants a GPU)
+    # recipe, and the MMVAE trained as Shi et al. (2019) trained it (DReG, K = 30 samples per component, learned
+    # prior; the paper-scale run wants a GPU)
     for scale in ("fast", "compact", "full"):
         base = out[f"polymnist-{scale}-mmvae"]
         out[f"polymnist-{scale}-mmjsd"] = replace(base, name=f"polymnist-{scale}-mmjsd", objective="mmjsd")
         out[f"polymnist-{scale}-mvtcae"] = replace(base, name=f"polymnist-{scale}-mvtcae", objective="mvtcae")
     out["polymnist-full-mmvae-iw"] = replace(out["polymnist-full-mmvae"], name="polymnist-full-mmvae-iw",
-                                             objective="mmvae_iw")
+                                             objective="mmvae_iw", learn_prior=True)
     # MMVAE+ (Palumbo et al. 2023): the latent split into 32 shared and 32 modality-specific dimensions and beta
     # 2.5, as in the authors' PolyMNIST runs (250 epochs, one importance sample from every component; they use
     # ResNet networks and Laplace distributions, here the other models' networks). FAST and compact draw one

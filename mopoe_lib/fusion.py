@@ -226,6 +226,14 @@ def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (torch.exp(logvar) + mu.pow(2) - 1.0 - logvar).sum(dim=-1)
 
 
+def kl_to_prior_per_dim(mu: Tensor, logvar: Tensor, prior_logvar: Tensor | None = None) -> Tensor:
+    """Per-dimension KL(N(mu, exp(logvar)) || N(0, exp(prior_logvar))), not summed; ``prior_logvar`` ``(D,)``
+    (``None``: the standard normal)."""
+    if prior_logvar is None:
+        return 0.5 * (torch.exp(logvar) + mu.pow(2) - 1.0 - logvar)
+    return 0.5 * ((torch.exp(logvar) + mu.pow(2)) * torch.exp(-prior_logvar) - 1.0 - logvar + prior_logvar)
+
+
 def gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     """log N(z; mu, diag(exp(logvar))), summed over the last dimension (broadcasting)."""
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(dim=-1)
@@ -366,17 +374,21 @@ class SubsetMixture:
     def num_components(self) -> int:
         return int(self.mu.shape[0])
 
-    def kl_per_subset(self) -> Tensor:
-        """``(K, B)`` analytic KL of each subset posterior to N(0, I)."""
-        return kl_to_standard_normal(self.mu, self.logvar)
+    def kl_per_subset(self, prior_logvar: Tensor | None = None) -> Tensor:
+        """``(K, B)`` analytic KL of each subset posterior to the prior: N(0, I), or N(0, diag(exp(prior_logvar)))
+        for a learned prior's ``prior_logvar`` ``(D,)``."""
+        if prior_logvar is None:
+            return kl_to_standard_normal(self.mu, self.logvar)
+        return kl_to_prior_per_dim(self.mu, self.logvar, prior_logvar).sum(dim=-1)
 
-    def kl_upper_bound(self) -> Tensor:
-        """``(B,)`` weighted average of the per-subset KLs: an upper bound of KL(mixture || N(0, I))."""
-        return (self.weights * self.kl_per_subset()).sum(dim=0)
+    def kl_upper_bound(self, prior_logvar: Tensor | None = None) -> Tensor:
+        """``(B,)`` weighted average of the per-subset KLs: an upper bound of KL(mixture || prior) (the prior
+        as in :meth:`kl_per_subset`)."""
+        return (self.weights * self.kl_per_subset(prior_logvar)).sum(dim=0)
 
-    def kl_upper_bound_per_dim(self) -> Tensor:
+    def kl_upper_bound_per_dim(self, prior_logvar: Tensor | None = None) -> Tensor:
         """``(B, D)``: :meth:`kl_upper_bound` before the sum over latent dimensions (for free bits)."""
-        per_dim = 0.5 * (torch.exp(self.logvar) + self.mu.pow(2) - 1.0 - self.logvar)  # (K, B, D)
+        per_dim = kl_to_prior_per_dim(self.mu, self.logvar, prior_logvar)  # (K, B, D)
         return (self.weights[:, :, None] * per_dim).sum(dim=0)
 
     def component(self, index: Tensor) -> tuple[Tensor, Tensor]:

@@ -28,6 +28,11 @@ Gaussian :math:`r_m(w_m)` with learned standard deviations ``S * softmax(theta_m
 parameterisation: they start at 1 and their sum stays S), from which the MMVAE+ objective draws the style of
 a modality that a term does not encode (:meth:`draw_auxiliary_style`). Generation still draws unknown styles
 from the prior N(0, I), as the authors' code does.
+
+``learn_prior=True`` learns the prior of the shared latent as Shi et al. (2019) do for the MMVAE ("results in
+our paper are produced with this enabled", github.com/iffsid/mmvae): zero mean, standard deviations
+``D * softmax(theta)`` (they start at 1, and their sum stays D, so the prior can only move its variance between
+dimensions). Only models whose products never include the prior expert can learn it (the mixtures).
 """
 
 from __future__ import annotations
@@ -133,6 +138,8 @@ class MultimodalVAE(nn.Module):
             ``log_scales`` ``(M,)``, starting at the likelihood's own scale, never below :data:`MIN_SCALE`)
             instead of keeping it fixed: a calibrated decoder.
         auxiliary_style: learn MMVAE+'s auxiliary style priors (see the module docstring); needs style latents.
+        learn_prior: learn the standard deviations of the shared latent's prior (see the module docstring);
+            needs ``prior_expert="never"``.
     """
 
     def __init__(
@@ -148,6 +155,7 @@ class MultimodalVAE(nn.Module):
         subset_posterior: SubsetPosterior = "product",
         learn_scales: bool = False,
         auxiliary_style: bool = False,
+        learn_prior: bool = False,
     ) -> None:
         super().__init__()
         count = _count(encoders)
@@ -187,6 +195,12 @@ class MultimodalVAE(nn.Module):
         self.auxiliary_style_logits: nn.ParameterList | None = None
         if auxiliary_style:
             self.auxiliary_style_logits = nn.ParameterList(nn.Parameter(torch.zeros(s)) for s in self.style_dims)
+        self.prior_logits: nn.Parameter | None = None
+        if learn_prior:
+            if prior_expert != "never":
+                raise ValueError(f"learn_prior needs prior_expert='never' (got {prior_expert!r}): products that "
+                                 "include the N(0, I) expert would no longer match the learned prior")
+            self.prior_logits = nn.Parameter(torch.zeros(latent_dim))
 
     def _check_style_networks(self, auxiliary_style: bool) -> bool:
         """Validate the networks for the style latents; returns whether they are stacked networks with styles."""
@@ -299,6 +313,27 @@ class MultimodalVAE(nn.Module):
                 std = self.auxiliary_style_std(m).to(like.dtype)
                 out[m] = std * randn_like(like, (*lead, like.shape[0], self.style_dims[m]), generator, shard)
         return out
+
+    def prior_logvar(self) -> Tensor | None:
+        """``(D,)``: log-variances of the learned prior of the shared latent, ``None`` for the fixed N(0, I)."""
+        if self.prior_logits is None:
+            return None
+        theta = self.prior_logits
+        return 2.0 * torch.log(torch.softmax(theta, dim=0) * theta.shape[0])
+
+    def prior_std(self) -> Tensor:
+        """``(D,)``: standard deviations of the shared latent's prior (ones for N(0, I))."""
+        logvar = self.prior_logvar()
+        if logvar is None:
+            return torch.ones(self.latent_dim, device=next(self.parameters()).device)
+        return torch.exp(0.5 * logvar)
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) of the shared latent's prior, summed over the last dimension (``z (..., D)``)."""
+        logvar = self.prior_logvar()
+        if logvar is None:
+            return standard_normal_log_prob(z)
+        return gaussian_log_prob(z, torch.zeros_like(logvar), logvar.to(z.dtype))
 
     def style_log_ratio(self, samples: Sequence[Tensor | None], style: StyleParams,
                         detach_params: bool = False) -> Tensor | None:
@@ -491,10 +526,17 @@ class MultimodalVAE(nn.Module):
 
     @torch.no_grad()
     def sample_prior(self, num_samples: int, generator: torch.Generator | None = None) -> list[Tensor]:
-        """Unconditional samples: z ~ N(0, I), decoded into every modality (means)."""
+        """Unconditional samples: z from the prior (N(0, I) or the learned one), decoded into every modality
+        (means)."""
+        z = self.sample_prior_latent(num_samples, generator)
+        return self.means(self.decode(z, generator=generator))  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def sample_prior_latent(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """``(num_samples, D)`` draws of the shared latent's prior."""
         reference = next(self.parameters())
         z = torch.randn(num_samples, self.latent_dim, generator=generator).to(reference.device, reference.dtype)
-        return self.means(self.decode(z, generator=generator))  # type: ignore[return-value]
+        return z * self.prior_std().to(z.dtype)
 
     def scales(self) -> list[float | None]:
         """Each modality's likelihood scale (learned or fixed), ``None`` for likelihoods without one."""

@@ -96,7 +96,6 @@ from .fusion import (
     reparameterize,
     sample_subsets,
     singletons,
-    standard_normal_log_prob,
 )
 from .model import PRIOR_EXPERT_CHOICES, SUBSET_POSTERIOR_CHOICES, MultimodalVAE, StyleParams
 
@@ -305,6 +304,9 @@ class Objective:
         if available is not None:
             _check_available(available, model.num_modalities, x[0].shape[0])
         c = self.config
+        if model.prior_logits is not None and c.divergence != "prior":
+            raise ValueError(f"divergence={c.divergence!r} ({c.name}) compares with the N(0, I) prior: train it "
+                             "without learn_prior")
         beta = self.beta_at(step)
         num_modalities = model.num_modalities
         device = x[0].device
@@ -381,17 +383,17 @@ class Objective:
             elif self.config.divergence == "tc":
                 recon, divergence = total_correlation_terms(mixture, experts, available, recon, self.config.tc_ratio)
             else:
-                divergence = mixture.kl_upper_bound()
+                divergence = mixture.kl_upper_bound(model.prior_logvar())
             kl = divergence + style_kl
-            trained = kl if not self.config.free_bits else self._free_bits(mixture, mask) + style_kl
+            trained = kl if not self.config.free_bits else self._free_bits(mixture, mask, model) + style_kl
             return Term(recon - kl, recon - beta * trained, ll, kl)
         return self._importance_weighted(model, x, mixture, reconstruct, mask, beta, generator, shard, style)
 
-    def _free_bits(self, mixture: SubsetMixture, mask: Tensor | None) -> Tensor:
+    def _free_bits(self, mixture: SubsetMixture, mask: Tensor | None, model: MultimodalVAE) -> Tensor:
         """The KL as the *surrogate* sees it under free bits (Kingma et al. 2016): a latent dimension whose KL,
         averaged over the batch, is below ``free_bits`` nats costs nothing more (no gradient pushes it lower).
         Values differ from the KL by a constant per step; the reported bound always uses the full KL."""
-        per_dim = mixture.kl_upper_bound_per_dim()  # (B, D)
+        per_dim = mixture.kl_upper_bound_per_dim(model.prior_logvar())  # (B, D)
         rows = per_dim if mask is None else per_dim[mask.amax(dim=0) > 0]
         kept = (rows.mean(dim=0) >= self.config.free_bits).to(per_dim.dtype).detach() if rows.numel() else 1.0
         return (per_dim * kept).sum(dim=-1)
@@ -417,7 +419,7 @@ class Objective:
         z = reparameterize(posterior.mu, posterior.logvar, generator, shard)  # (M, B, D): z[m] ~ q(z | x_m)
         ws = model.draw_style(style, None, (), generator, shard)
         ll = model.log_likelihoods(model.decode_each(z, ws, generator), x)  # (M, B): log p(x_m | z[m])
-        kl = posterior.kl_per_subset()  # (M, B)
+        kl = posterior.kl_per_subset(model.prior_logvar())  # (M, B)
         if available is not None:
             mask = available.to(ll.dtype)
             ll, kl = ll * mask, kl * mask
@@ -438,7 +440,7 @@ class Objective:
         ll = model.log_likelihoods(model.decode(z, reconstruct, ws), x)  # (M, B)
         ratio = model.style_log_ratio(ws, style)
         weight = encoded if mask is None else encoded * mask
-        log_prior_ratio = standard_normal_log_prob(z) - mixture.log_prob(z)
+        log_prior_ratio = model.prior_log_prob(z) - mixture.log_prob(z)
         if ratio is not None:
             log_prior_ratio = log_prior_ratio + (ratio * weight).sum(dim=0)
         if mask is not None:
@@ -462,7 +464,7 @@ class Objective:
             ll = ll * mask[:, None, None, :]
             style_ratio = None if style_ratio is None else style_ratio * mask[:, None, None, :]
         log_q = mixture.log_prob(zs, detach_params=dreg)  # (S, C, B)
-        log_prior_ratio = standard_normal_log_prob(zs) - log_q
+        log_prior_ratio = model.prior_log_prob(zs) - log_q
         if style_ratio is not None:
             log_prior_ratio = log_prior_ratio + style_ratio.sum(dim=0)
         log_w = ll.sum(dim=0) + beta * log_prior_ratio
@@ -496,7 +498,8 @@ class Objective:
         else:
             surrogate = objective
         per_modality = (ll.mean(dim=1) * mixture.weights).sum(dim=1)  # (M, B), averaged over samples
-        return Term(bound, surrogate, per_modality, mixture.kl_upper_bound() + _style_kl(style, ws, mask))
+        kl = mixture.kl_upper_bound(model.prior_logvar()) + _style_kl(style, ws, mask)
+        return Term(bound, surrogate, per_modality, kl)
 
 
 def _borrowed_styles(model: MultimodalVAE, drawn: list[Tensor | None], mixture: SubsetMixture,

@@ -26,7 +26,7 @@ factorised family is exact; :meth:`model` then gives the no-style experts for z 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -137,13 +137,15 @@ class LinearGaussianToy:
         return num / total, (-total.log()).expand_as(num)
 
     def model(self, prior_expert: str = "always", exact_encoders: bool = True,
-              dtype: torch.dtype = torch.float64, auxiliary_style: bool = False) -> MultimodalVAE:
+              dtype: torch.dtype = torch.float64, auxiliary_style: bool = False,
+              learn_prior: bool = False) -> MultimodalVAE:
         """A :class:`MultimodalVAE` with the true decoders and, if ``exact_encoders``, the exact experts.
 
         With ``exact_encoders=False`` the encoders are randomly initialised (a model to train). With style
         latents the decoders read ``[z, w_m]`` and the "exact" encoders give the no-style experts for z and
         N(0, I) for w_m (an approximation: see the module docstring). ``auxiliary_style``: with MMVAE+'s
-        auxiliary style priors (standard deviations 1 to start with, as the prior's).
+        auxiliary style priors (standard deviations 1 to start with, as the prior's). ``learn_prior``: with a
+        learned prior of z (standard deviations 1 to start with; :meth:`scaled` is the exact model for others).
         """
         style = self.style_dim
         encoders, decoders = [], []
@@ -167,5 +169,13 @@ class LinearGaussianToy:
             decoders.append(dec)
         likelihoods = [Gaussian(scale=s) for s in self.noise]
         return MultimodalVAE(encoders, decoders, likelihoods, self.latent_dim, prior_expert=prior_expert,
-                             style_dims=[style] * self.num_modalities, auxiliary_style=auxiliary_style).to(dtype)
+                             style_dims=[style] * self.num_modalities, auxiliary_style=auxiliary_style,
+                             learn_prior=learn_prior).to(dtype)
+
+    def scaled(self, prior_std: Tensor) -> LinearGaussianToy:
+        """The same model with the prior N(0, diag(prior_std^2)) instead of N(0, I), written as the equivalent
+        toy with a standard prior (z = prior_std * u, so the loadings become ``W diag(prior_std)``): its
+        :meth:`log_marginal` is the exact likelihood of a model that learned ``prior_std``."""
+        std = prior_std.detach().to(torch.float64)
+        return replace(self, weights=tuple(w * std for w in self.weights))
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..fusion import SubsetMixture, full_set, reparameterize, singletons, standard_normal_log_prob, subset_mask
+from ..fusion import SubsetMixture, full_set, reparameterize, singletons, subset_mask
 from ..model import MultimodalVAE
 
 
@@ -48,7 +48,7 @@ def log_likelihood(model: MultimodalVAE, x: Sequence[Tensor], num_samples: int =
         z = reparameterize(*mixture.component(index.to(mixture.mu.device)), generator)  # (k, B, D)
         ws = model.draw_style(style, wanted, (k,), generator)  # modality-specific latents, if any
         ll = model.log_likelihoods(model.decode(z, wanted, ws), x)[wanted].sum(dim=0)  # (k, B)
-        log_w = ll + standard_normal_log_prob(z) - mixture.log_prob(z)
+        log_w = ll + model.prior_log_prob(z) - mixture.log_prob(z)
         style_ratio = model.style_log_ratio(ws, style)
         pieces.append(log_w if style_ratio is None else log_w + style_ratio.sum(dim=0))
     log_w = torch.cat(pieces)  # (K, B)
