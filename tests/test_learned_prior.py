@@ -137,3 +137,12 @@ def test_a_learned_prior_is_trained_saved_and_reloaded(tmp_path):
     assert float((std - 1).abs().max()) > 1e-5 and float(std.sum()) == pytest.approx(8.0, rel=1e-5)
     model, _ = rebuild_model(tmp_path / "run")
     torch.testing.assert_close(model.prior_std().detach(), std)
+
+
+def test_a_learned_prior_run_of_a_named_experiment_is_another_experiment_in_the_results():
+    from mopoe_lib.evaluation.results import experiment_label
+
+    named = get_config("polymnist-compact-mmvae").to_dict()
+    assert experiment_label(named) == "polymnist-compact-mmvae"
+    assert experiment_label({**named, "learn_prior": True}) == "polymnist-compact-mmvae [learned prior]"
+    assert experiment_label(get_config("polymnist-full-mmvae-iw").to_dict()) == "polymnist-full-mmvae-iw"

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .. import runs
-from ..config import ExperimentConfig, load_dataset
+from ..config import EXPERIMENTS, ExperimentConfig, load_dataset
 from ..integrity import read_json
 from ..runs import CheckpointError
 from ..settings import repo_root
@@ -120,9 +120,11 @@ def result_folders(roots: Iterable[Path] | None = None) -> list[Path]:
 
 def experiment_label(config: dict[str, Any], default: str = "?") -> str:
     """The experiment's name, plus how its training tuples were incomplete when they were (``missing``,
-    ``drop_incomplete``): a run of a named experiment on incomplete data is another experiment, never a seed of
-    the complete-data one."""
+    ``drop_incomplete``) and whether it learned its prior (``learn_prior``, where the named experiment does not):
+    such a run of a named experiment is another experiment, never a seed of the named one."""
     name = config.get("name", default)
+    if bool(config.get("learn_prior")) and name in EXPERIMENTS and not EXPERIMENTS[name].learn_prior:
+        name = f"{name} [learned prior]"
     missing = config.get("missing") or "none"
     if missing == "none":
         return name
