@@ -182,19 +182,19 @@ versus_published("coherence", "conditional coherence")
 # unimodal posteriors, which more inputs do not sharpen (flat, like the MMVAE), while MVTCAE conditions through a
 # product of experts, which they do (rising, like the MoPoE).
 #
-# What the shipped relatives show (seed 0; the tables above and in section 4):
+# What the shipped relatives show (the mean over their seeds; the tables above and in section 4):
 #
 # - **mmJSD**: 0.78 at every number of inputs, flat as predicted, above its published re-runs and a little below
 #   our MMVAE (0.82); its latent probes equal the MMVAE's (0.86 from one input, 1.00 from five). Random
 #   coherence from the prior is near zero (0.02, the MMVAE's 0.30), but from the aggregate posterior it is
 #   0.95: the dynamic prior pulls the components towards one another, not towards N(0, I), so prior samples land
 #   where the decoders were never trained.
-# - **MVTCAE**: rising with the number of inputs, as its product of experts predicts: 0.49 / 0.68 / 0.78 / 0.84,
-#   within 0.02 of its paper from four inputs but 0.20 below it from one, and below our MoPoE there (0.73). Its
-#   one-input posteriors are never decoded in training (they enter as factors of the product and through
-#   $\mathrm{KL}(q(z \mid X) \,\|\, q(z \mid x_m))$, which makes each cover the joint posterior rather than fit
-#   it), and its curve from one input was still rising at 24 epochs. Its joint likelihood is the MVAE's
-#   (both train the product of all the experts), and its prior samples are never coherent (0.00; 0.45 from the
+# - **MVTCAE** (two seeds, 0.02 apart): rising with the number of inputs, as its product of experts predicts:
+#   0.48 / 0.67 / 0.77 / 0.84, within 0.02 of its paper from four inputs but 0.21 below it from one, and below our
+#   MoPoE there (0.73). Its one-input posteriors are never decoded in training (they enter as factors of the
+#   product and through $\mathrm{KL}(q(z \mid X) \,\|\, q(z \mid x_m))$, which makes each cover the joint
+#   posterior rather than fit it), and its curve from one input was still rising at 24 epochs. Its joint likelihood is the MVAE's
+#   (both train the product of all the experts), and its prior samples are never coherent (0.00; 0.47 from the
 #   aggregate posterior): only a sixth of its regulariser ($1 - \alpha$, $\alpha = 5/6$) pulls towards N(0, I).
 # - **MMVAE+**: 0.78, flat, as its mixture predicts, 0.09 below its paper's one number (a Laplace likelihood,
 #   ResNets and many more epochs there) and 0.04 below our MMVAE, still rising by about 0.01 every two epochs
@@ -202,7 +202,8 @@ versus_published("coherence", "conditional coherence")
 #   MMVAE's 2503 and the mmJSD's 2317): the private latents explain each image's background, which the shared 32
 #   dimensions need not carry.
 #
-# One seed each, so their spread is not measured; the three models' seeds differ by at most 0.03 in coherence.
+# The mmJSD and the MMVAE+ have one seed each, so their spread is not measured; the MVTCAE's two seeds and the
+# three models' seeds differ by at most 0.03 in coherence.
 
 # %% [markdown]
 # Coherence is a classifier's verdict, so the judge is part of the number. Where a model was also judged by the
