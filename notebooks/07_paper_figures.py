@@ -327,7 +327,7 @@ comparison.round(3).astype(object).where(comparison.notna(), "not published")
 # - **Seeds.** FAST uses one seed to stay within minutes; FULL trains three per model and shows their spread.
 #   The shipped compact models are seed 0; the tables of further seeds trained on the same recipe are in
 #   `data/results/` (`polymnist-compact-<model>-seed<k>`), and the curves above average them with error bars of
-#   one standard deviation (three seeds for the MoPoE and the MMVAE, two for the MVAE: a rough spread).
+#   one standard deviation (three seeds for each of the three models, one or two for the relatives).
 # - **FULL results** are used when a GPU run's tables are committed under `data/results/`; the provenance
 #   table at the top says which rows come from where.
 #
