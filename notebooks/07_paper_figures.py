@@ -196,14 +196,14 @@ versus_published("coherence", "conditional coherence")
 #   posterior rather than fit it), and its curve from one input was still rising at 24 epochs. Its joint likelihood is the MVAE's
 #   (both train the product of all the experts), and its prior samples are never coherent (0.00; 0.47 from the
 #   aggregate posterior): only a sixth of its regulariser ($1 - \alpha$, $\alpha = 5/6$) pulls towards N(0, I).
-# - **MMVAE+**: 0.78, flat, as its mixture predicts, 0.09 below its paper's one number (a Laplace likelihood,
-#   ResNets and many more epochs there) and 0.04 below our MMVAE, still rising by about 0.01 every two epochs
-#   at the end. Its importance-sampled $\log p(X)$ is the best of the three mixtures (3774 nats against the
-#   MMVAE's 2503 and the mmJSD's 2317): the private latents explain each image's background, which the shared 32
-#   dimensions need not carry.
+# - **MMVAE+** (two seeds, within 0.004): 0.78, flat, as its mixture predicts, 0.09 below its paper's one number
+#   (a Laplace likelihood, ResNets and many more epochs there) and 0.04 below our MMVAE, still rising by about
+#   0.01 every two epochs at the end. Its importance-sampled $\log p(X)$ is the best of the three mixtures (3835
+#   nats against the MMVAE's 2505 and the mmJSD's 2317): the private latents explain each image's background,
+#   which the shared 32 dimensions need not carry.
 #
-# The mmJSD and the MMVAE+ have one seed each, so their spread is not measured; the MVTCAE's two seeds and the
-# three models' seeds differ by at most 0.03 in coherence.
+# The mmJSD has one seed, so its spread is not measured; the MVTCAE's and the MMVAE+'s two seeds and the three
+# models' three differ by at most 0.03 in coherence.
 
 # %% [markdown]
 # Coherence is a classifier's verdict, so the judge is part of the number. Where a model was also judged by the
