@@ -319,7 +319,7 @@ class MultimodalVAE(nn.Module):
         if self.prior_logits is None:
             return None
         theta = self.prior_logits
-        return 2.0 * torch.log(torch.softmax(theta, dim=0) * theta.shape[0])
+        return 2.0 * (torch.log_softmax(theta, dim=0) + math.log(theta.shape[0]))
 
     def prior_std(self) -> Tensor:
         """``(D,)``: standard deviations of the shared latent's prior (ones for N(0, I))."""
