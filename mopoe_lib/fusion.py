@@ -223,7 +223,7 @@ def product_of_experts(
 
 def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, diag(exp(logvar))) || N(0, I)), summed over the last dimension."""
-    return 0.5 * (torch.exp(logvar) + mu.pow(2) - 1.0 - logvar).sum(dim=-1)
+    return kl_to_prior_per_dim(mu, logvar).sum(dim=-1)
 
 
 def kl_to_prior_per_dim(mu: Tensor, logvar: Tensor, prior_logvar: Tensor | None = None) -> Tensor:
@@ -377,8 +377,6 @@ class SubsetMixture:
     def kl_per_subset(self, prior_logvar: Tensor | None = None) -> Tensor:
         """``(K, B)`` analytic KL of each subset posterior to the prior: N(0, I), or N(0, diag(exp(prior_logvar)))
         for a learned prior's ``prior_logvar`` ``(D,)``."""
-        if prior_logvar is None:
-            return kl_to_standard_normal(self.mu, self.logvar)
         return kl_to_prior_per_dim(self.mu, self.logvar, prior_logvar).sum(dim=-1)
 
     def kl_upper_bound(self, prior_logvar: Tensor | None = None) -> Tensor:

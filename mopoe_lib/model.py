@@ -298,8 +298,7 @@ class MultimodalVAE(nn.Module):
         if self.auxiliary_style_logits is None:
             raise ValueError("this model has no auxiliary style priors: build it with auxiliary_style=True "
                              "(the MMVAE+ experiments do)")
-        theta = self.auxiliary_style_logits[m]
-        return torch.softmax(theta, dim=0) * theta.shape[0]
+        return torch.exp(_log_softmax_scales(self.auxiliary_style_logits[m]))
 
     def draw_auxiliary_style(self, like: Tensor, modalities: Sequence[int] | None = None,
                              lead: tuple[int, ...] = (), generator: torch.Generator | None = None,
@@ -318,8 +317,7 @@ class MultimodalVAE(nn.Module):
         """``(D,)``: log-variances of the learned prior of the shared latent, ``None`` for the fixed N(0, I)."""
         if self.prior_logits is None:
             return None
-        theta = self.prior_logits
-        return 2.0 * (torch.log_softmax(theta, dim=0) + math.log(theta.shape[0]))
+        return 2.0 * _log_softmax_scales(self.prior_logits)
 
     def prior_std(self) -> Tensor:
         """``(D,)``: standard deviations of the shared latent's prior (ones for N(0, I))."""
@@ -556,6 +554,13 @@ class MultimodalVAE(nn.Module):
         if not present:
             raise ValueError("no modality was decoded")
         return torch.stack([r if r is not None else torch.zeros_like(present[0]) for r in rows])
+
+
+def _log_softmax_scales(theta: Tensor) -> Tensor:
+    """Log of the standard deviations ``n * softmax(theta)`` (``n = len(theta)``): the parameterisation of the
+    learned prior and of MMVAE+'s auxiliary priors (Shi et al. 2019, Palumbo et al. 2023), 1 at ``theta = 0``
+    and summing to n."""
+    return torch.log_softmax(theta, dim=0) + math.log(theta.shape[0])
 
 
 def _at_least_float32(mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
