@@ -25,6 +25,7 @@ log-softmax values where probabilities were expected (defect 3 of the README's l
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +53,25 @@ class Likelihood:
     def mean(self, params: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def optimal_log_scale(self, params: Tensor, x: Tensor, weights: Tensor | None = None,
+                          reduce: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """The log-scale that maximises ``log_prob(params, x)`` summed over every value (a scalar, no gradient):
+        Rybkin et al.'s *optimal sigma*. ``weights`` ``(B,)`` (e.g. which rows have the modality) weigh the
+        rows; ``reduce`` sums the statistics ``(2,)`` over processes (data-parallel training fits the global
+        batch). The likelihoods without a scale raise."""
+        raise NotImplementedError(f"the {self.name} likelihood has no scale")
+
+    def _mean_residual(self, params: Tensor, x: Tensor, power: int, weights: Tensor | None,
+                       reduce: Callable[[Tensor], Tensor] | None) -> Tensor:
+        """The (weighted) mean of ``|x - params| ** power`` over every value, without gradient."""
+        dims = self._event_dims(params, x)
+        per_row = _sum_event((x - params.detach()).abs().pow(power), dims) / x[0].numel()  # (..., B)
+        weights = torch.ones_like(per_row) if weights is None else weights.to(per_row.dtype).expand_as(per_row)
+        sums = torch.stack([(per_row * weights).sum(), weights.sum()])
+        if reduce is not None:
+            sums = reduce(sums)
+        return sums[0] / sums[1].clamp_min(1.0)
+
     @staticmethod
     def _event_dims(params: Tensor, x: Tensor) -> int:
         if params.shape[params.ndim - x.ndim:] != x.shape:
@@ -73,6 +93,11 @@ class Laplace(Likelihood):
             return _sum_event(-(x - params).abs() / self.scale - math.log(2.0 * self.scale), dims)
         return _sum_event(-(x - params).abs() * torch.exp(-log_scale) - log_scale - math.log(2.0), dims)
 
+    def optimal_log_scale(self, params: Tensor, x: Tensor, weights: Tensor | None = None,
+                          reduce: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """``log mean |x - loc|``, the maximum-likelihood Laplace scale."""
+        return self._mean_residual(params, x, 1, weights, reduce).log()
+
     def mean(self, params: Tensor) -> Tensor:
         return params
 
@@ -92,6 +117,11 @@ class Gaussian(Likelihood):
             return _sum_event(-0.5 * ((x - params) / self.scale).pow(2) - log_norm, dims)
         return _sum_event(-0.5 * ((x - params) * torch.exp(-log_scale)).pow(2) - log_scale
                           - 0.5 * math.log(2.0 * math.pi), dims)
+
+    def optimal_log_scale(self, params: Tensor, x: Tensor, weights: Tensor | None = None,
+                          reduce: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """``log sqrt(mean (x - mean)^2)``, the maximum-likelihood Gaussian standard deviation."""
+        return 0.5 * self._mean_residual(params, x, 2, weights, reduce).log()
 
     def mean(self, params: Tensor) -> Tensor:
         return params

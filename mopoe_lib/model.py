@@ -38,7 +38,7 @@ dimensions). Only models whose products never include the prior expert can learn
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -63,6 +63,8 @@ SubsetPosterior = Literal["product", "mixture"]
 SUBSET_POSTERIOR_CHOICES: tuple[str, ...] = ("product", "mixture")
 #: Smallest likelihood scale a model may learn (pixel values lie in [0, 1]).
 MIN_SCALE = 1e-3
+#: How far each training batch moves the stored scales of a model with ``optimal_scales`` (a running average).
+OPTIMAL_SCALE_MOMENTUM = 0.1
 #: Style posteriors, one ``(mu, logvar)`` pair ``(B, S_m)`` per modality, ``None`` where a modality has none.
 StyleParams = list[tuple[Tensor, Tensor] | None]
 
@@ -137,6 +139,9 @@ class MultimodalVAE(nn.Module):
         learn_scales: learn the scale of each modality's Laplace/Gaussian likelihood (a parameter
             ``log_scales`` ``(M,)``, starting at the likelihood's own scale, never below :data:`MIN_SCALE`)
             instead of keeping it fixed: a calibrated decoder.
+        optimal_scales: with ``learn_scales``, do not learn the scales by gradient: in training, every batch uses
+            each modality's maximum-likelihood scale on that batch's reconstructions (Rybkin et al.'s *optimal
+            sigma*), and ``log_scales`` keeps a running average of it for evaluation.
         auxiliary_style: learn MMVAE+'s auxiliary style priors (see the module docstring); needs style latents.
         learn_prior: learn the standard deviations of the shared latent's prior (see the module docstring);
             needs ``prior_expert="never"``.
@@ -156,6 +161,7 @@ class MultimodalVAE(nn.Module):
         learn_scales: bool = False,
         auxiliary_style: bool = False,
         learn_prior: bool = False,
+        optimal_scales: bool = False,
     ) -> None:
         super().__init__()
         count = _count(encoders)
@@ -191,6 +197,11 @@ class MultimodalVAE(nn.Module):
                 raise ValueError("learn_scales needs a likelihood with a scale (laplace or gaussian)")
             start = [math.log(getattr(lik, "scale", 1.0)) for lik in self.likelihoods]
             self.log_scales = nn.Parameter(torch.tensor(start, dtype=torch.float32))
+        if optimal_scales and self.log_scales is None:
+            raise ValueError("optimal_scales needs learn_scales")
+        self.optimal_scales = optimal_scales
+        if optimal_scales:
+            self.log_scales.requires_grad_(False)  # type: ignore[union-attr]
         self._stacked_style = self._check_style_networks(auxiliary_style)
         self.auxiliary_style_logits: nn.ParameterList | None = None
         if auxiliary_style:
@@ -541,19 +552,50 @@ class MultimodalVAE(nn.Module):
         return [None if not lik.has_scale else float(self._log_scale(m).detach().exp()) if self.log_scales is not None
                 else float(lik.scale) for m, lik in enumerate(self.likelihoods)]  # type: ignore[attr-defined]
 
+    def _fitted_log_scale(self, m: int, params: Tensor, x: Tensor, rows: Tensor | None) -> Tensor | None:
+        """Modality m's log-scale: in training with ``optimal_scales`` the batch's maximum-likelihood value (a
+        running average of it is kept in ``log_scales`` for evaluation), otherwise :meth:`_log_scale`."""
+        if not (self.optimal_scales and self.training and self.likelihoods[m].has_scale):
+            return self._log_scale(m)
+        fitted = self.likelihoods[m].optimal_log_scale(params.float(), x, rows, _sum_over_processes())
+        fitted = fitted.clamp_min(math.log(MIN_SCALE))
+        with torch.no_grad():
+            self.log_scales[m].lerp_(fitted, OPTIMAL_SCALE_MOMENTUM)  # type: ignore[index]
+        return fitted
+
     def _log_scale(self, m: int) -> Tensor | None:
         if self.log_scales is None or not self.likelihoods[m].has_scale:
             return None
         return self.log_scales[m].clamp_min(math.log(MIN_SCALE))
 
-    def log_likelihoods(self, params: Sequence[Tensor | None], x: Sequence[Tensor]) -> Tensor:
-        """Weighted log p(x_m | z) per modality: ``(M, ..., B)``; modalities not decoded give zeros."""
-        rows = [None if p is None else self.recon_weights[m] * lik.log_prob(p.float(), x_m, self._log_scale(m))
+    def log_likelihoods(self, params: Sequence[Tensor | None], x: Sequence[Tensor],
+                        available: Tensor | None = None) -> Tensor:
+        """Weighted log p(x_m | z) per modality: ``(M, ..., B)``; modalities not decoded give zeros.
+
+        ``available`` ``(M, B)`` says which rows have each modality: a model with ``optimal_scales`` fits its
+        scales, in training, to those rows only (the caller masks the values)."""
+        rows = [None if p is None else self.recon_weights[m] * lik.log_prob(
+                    p.float(), x_m, self._fitted_log_scale(m, p, x_m, None if available is None else available[m]))
                 for m, (lik, p, x_m) in enumerate(zip(self.likelihoods, params, x, strict=True))]
         present = [r for r in rows if r is not None]
         if not present:
             raise ValueError("no modality was decoded")
         return torch.stack([r if r is not None else torch.zeros_like(present[0]) for r in rows])
+
+
+def _sum_over_processes() -> Callable[[Tensor], Tensor] | None:
+    """In data-parallel training, a function summing a tensor over the processes; ``None`` in one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+
+    def reduce(values: Tensor) -> Tensor:
+        values = values.clone()
+        dist.all_reduce(values)
+        return values
+
+    return reduce
 
 
 def _log_softmax_scales(theta: Tensor) -> Tensor:

@@ -373,7 +373,7 @@ class Objective:
         if self.config.estimator == "elbo":
             z, _ = mixture.sample(generator, self.config.sampling, shard)
             ws = model.draw_style(style, reconstruct, (), generator, shard)
-            ll = model.log_likelihoods(model.decode(z, reconstruct, ws), x)  # (M, B)
+            ll = model.log_likelihoods(model.decode(z, reconstruct, ws), x, mask)  # (M, B)
             if mask is not None:
                 ll = ll * mask
             style_kl = _style_kl(style, ws, mask)
@@ -418,7 +418,7 @@ class Objective:
         posterior = model.posterior(x, singletons(model.num_modalities).to(experts[0].device), available, experts)
         z = reparameterize(posterior.mu, posterior.logvar, generator, shard)  # (M, B, D): z[m] ~ q(z | x_m)
         ws = model.draw_style(style, None, (), generator, shard)
-        ll = model.log_likelihoods(model.decode_each(z, ws, generator), x)  # (M, B): log p(x_m | z[m])
+        ll = model.log_likelihoods(model.decode_each(z, ws, generator), x, available)  # (M, B): log p(x_m | z[m])
         kl = posterior.kl_per_subset(model.prior_logvar())  # (M, B)
         if available is not None:
             mask = available.to(ll.dtype)
@@ -437,7 +437,7 @@ class Objective:
         encoded = mixture.subsets[chosen].T.to(z.dtype)  # (M, B): the chosen component's modalities
         ws = _mix_styles(model.draw_style(style, reconstruct, (), generator, shard),
                          model.draw_auxiliary_style(z, reconstruct, (), generator, shard), encoded[..., None])
-        ll = model.log_likelihoods(model.decode(z, reconstruct, ws), x)  # (M, B)
+        ll = model.log_likelihoods(model.decode(z, reconstruct, ws), x, mask)  # (M, B)
         ratio = model.style_log_ratio(ws, style)
         weight = encoded if mask is None else encoded * mask
         log_prior_ratio = model.prior_log_prob(z) - mixture.log_prob(z)
@@ -456,7 +456,7 @@ class Objective:
         ws, encoded = drawn, None
         if self.config.cross_style == "auxiliary":
             ws, encoded = _borrowed_styles(model, drawn, mixture, reconstruct, num, generator, shard)
-        ll = model.log_likelihoods(model.decode(zs, reconstruct, ws), x)  # (M, S, C, B)
+        ll = model.log_likelihoods(model.decode(zs, reconstruct, ws), x, mask)  # (M, S, C, B)
         style_ratio = model.style_log_ratio(ws, style, detach_params=dreg)  # (M, S, C, B) or None
         if style_ratio is not None and encoded is not None:
             style_ratio = style_ratio * encoded  # only encoded styles are importance-weighted

@@ -58,7 +58,8 @@ def test_unknown_name_lists_the_valid_ones():
 @pytest.mark.parametrize("cls", [Laplace, Gaussian])
 def test_a_learned_scale_gives_the_fixed_scale_density_and_converges_to_its_maximum_likelihood(cls):
     """log_prob with ``log_scale`` equals the fixed-scale density at that scale; fitted by gradient ascent on
-    fixed residuals it reaches the closed-form MLE: mean |e| (Laplace), root mean square e (Gaussian)."""
+    fixed residuals it reaches the closed-form MLE: mean |e| (Laplace), root mean square e (Gaussian), which is
+    what ``optimal_log_scale`` returns."""
     import math
 
     generator = torch.Generator().manual_seed(0)
@@ -76,3 +77,5 @@ def test_a_learned_scale_gives_the_fixed_scale_density_and_converges_to_its_maxi
     residual = (x - params).abs()
     expected = residual.mean() if cls is Laplace else residual.pow(2).mean().sqrt()
     assert float(log_scale.detach().exp()) == pytest.approx(float(expected), rel=1e-3)
+    assert float(cls().optimal_log_scale(params, x).exp()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(cls().optimal_log_scale(params, x)) == pytest.approx(float(log_scale), abs=1e-3)

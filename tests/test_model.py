@@ -190,3 +190,37 @@ def test_configs_choose_the_subset_posterior_of_their_objective():
         assert build_model(get_config(f"polymnist-fast-{name}")).subset_posterior == expected
     with pytest.raises(ValueError, match="product, mixture"):
         _model(subset_posterior="moe")
+
+
+def test_optimal_scales_fit_each_batch_in_training_and_keep_a_running_average_for_evaluation():
+    """With ``optimal_scales`` a training batch is scored at each modality's maximum-likelihood scale on that
+    batch (only the rows that have the modality count), which no other scale beats; evaluation uses the stored
+    running average, which the batch moved towards its fit."""
+    model = build_model(get_config("polymnist-fast-mopoe", optimal_scale=True))
+    assert not model.log_scales.requires_grad
+    generator = torch.Generator().manual_seed(0)
+    x = [torch.rand(6, 3, 28, 28, generator=generator) for _ in range(model.num_modalities)]
+    params = [x_m + 0.1 * (m + 1) * torch.randn(x_m.shape, generator=generator) for m, x_m in enumerate(x)]
+    params[1][:2] += 5.0  # rows 0 and 1 lack modality 1: their large errors must not enter its fit
+    available = torch.ones(model.num_modalities, 6, dtype=torch.bool)
+    available[1, :2] = False
+    stored = model.log_scales.clone()
+    model.train()
+    fitted = model.log_likelihoods(params, x, available)
+    for m in range(model.num_modalities):
+        rows = available[m]
+        rms = float((x[m][rows] - params[m][rows]).pow(2).mean().sqrt())
+        assert rms == pytest.approx(0.1 * (m + 1), rel=0.05)
+        at_fit = model.likelihoods[m].log_prob(params[m][rows], x[m][rows], torch.tensor(math.log(rms))).sum()
+        torch.testing.assert_close(fitted[m][rows].sum(), at_fit, rtol=1e-5, atol=1e-2)
+        for other in (0.8 * rms, 1.25 * rms):
+            assert model.likelihoods[m].log_prob(params[m][rows], x[m][rows],
+                                                 torch.tensor(math.log(other))).sum() < at_fit
+        expected = 0.9 * float(stored[m]) + 0.1 * math.log(rms)  # the running average moved a tenth of the way
+        assert float(model.log_scales[m]) == pytest.approx(expected, abs=1e-5)
+    model.eval()
+    evaluated = model.log_likelihoods(params, x)
+    at_stored = model.likelihoods[0].log_prob(params[0], x[0], model.log_scales[0])
+    torch.testing.assert_close(evaluated[0], at_stored)
+    with pytest.raises(ValueError, match="set learn_scale=true"):
+        get_config("polymnist-fast-mopoe", optimal_scale=True, learn_scale=False)

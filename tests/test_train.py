@@ -356,8 +356,12 @@ def test_learning_rate_schedule_warms_up_decays_and_resumes_bit_for_bit(tmp_path
         _config(adam_beta1=1.0)
 
 
-def test_a_learned_likelihood_scale_is_trained_saved_and_reloaded(tmp_path):
-    result = train(_config(learn_scale=True, epochs=2), tmp_path / "run", progress=False)
+@pytest.mark.parametrize("optimal", [False, True])
+def test_a_learned_likelihood_scale_is_trained_saved_and_reloaded(tmp_path, optimal):
+    """Learned by gradient, or set to each batch's maximum-likelihood value (``optimal_scale``, the FAST recipe),
+    the scales move from their start and come back with the saved model."""
+    result = train(_config(learn_scale=True, optimal_scale=optimal, epochs=2), tmp_path / "run", progress=False)
+    assert result.model.log_scales.requires_grad is not optimal
     scales = result.model.scales()
     assert all(s is not None and s != pytest.approx(0.75, abs=1e-4) for s in scales)  # it moved
     model, _ = rebuild_model(tmp_path / "run")
