@@ -49,9 +49,10 @@ N_POINTS = 1000 if FAST else 5000  # test tuples embedded
 # ## 1. The models
 #
 # `book_models` returns the shipped compact models (trained on the full data set on CPU) when they exist, and
-# otherwise the runs of chapter 2 (training them if chapter 2 has not run). A FAST run of a few epochs is still
-# in the phase where the latent code carries little about the digit, so expect blurry clusters from it; the
-# shipped models show the structure this chapter is about.
+# otherwise the runs of chapter 2 (training them if chapter 2 has not run). Of those FAST runs only the MoPoE
+# has begun to carry the digit (the MVAE and the MMVAE, after 558 steps, are still in the phase where the latent
+# code ignores it), so expect blurry clusters from them; the shipped models show the structure this chapter is
+# about.
 
 # %%
 runs = book_models("fast" if FAST else "full", use_pretrained=USE_PRETRAINED, seed=SEED)

@@ -84,7 +84,8 @@ for model in MODELS if FAST else (*MODELS, *RELATIVES.values()):
 # they are part of the loop above; in FAST mode each gets a short run of its FAST experiment here (one epoch, to
 # keep the book within minutes), on the same data, networks and code path as the three, and the table reads its
 # test coherence after that epoch (500 test tuples, the shipped classifiers) from its metrics. Expect chance
-# (about 0.1, like chapter 2's FAST models): this shows that each objective trains, not what it learns. What it
+# (about 0.1, like chapter 2's FAST MVAE and MMVAE after 558 steps): this shows that each objective trains, not
+# what it learns. What it
 # learns is in the shipped compact runs (24 epochs on the full training set) in the tables below.
 
 # %%
@@ -326,8 +327,8 @@ comparison.round(3).astype(object).where(comparison.notna(), "not published")
 #
 # - **Scale.** The paper's models have latent 512, networks four times wider and 300 epochs on a GPU. The
 #   shipped models are compact (latent 64) and were trained on one CPU thread for under an hour each; the FAST
-#   models of the book for a few epochs on 6k tuples, where the latent code has not yet picked up the digit and
-#   coherence sits near chance (0.1). Compare the *shape* of the curves first.
+#   models of the book for minutes on 6k tuples: the MoPoE (2,790 steps) has begun to carry the digit, the MVAE
+#   and the MMVAE (558 steps) have not and sit near chance (0.1). Compare the *shape* of the curves first.
 # - **What should reproduce.** MoPoE's coherence rises with the number of inputs; the MMVAE's is flat (its
 #   posterior is a mixture of unimodal experts, so more inputs do not sharpen it); the MVAE's is lowest from
 #   one input (its product posterior is trained mainly on the full set).
