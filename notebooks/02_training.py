@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
-from mopoe_lib.book import book_models, book_setup, load_or_train, record, time_to_coherence
+from mopoe_lib.book import book_models, book_setup, load_or_train, plot_time_to_coherence, record, time_to_coherence
 from mopoe_lib.config import get_config
 from mopoe_lib.data import load_polymnist
 from mopoe_lib.runs import read_metrics
@@ -99,27 +99,10 @@ for name, cfg in configs.items():
 # paper's likelihood with the same batches of 64 for the dashed lines; measurement not counted in the minutes):
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3.6))
-drawn = 0
-for k, name in enumerate(MODELS):
-    for label, style in (("b64-long", "--"), ("b64-gauss-long", "-")):
-        result = time_to_coherence(label, f"polymnist-fast-{name}")
-        if result is None:
-            continue
-        points = result["points"]
-        ax.plot([p["minutes"] for p in points], [p["coherence/shipped"]["1"] for p in points], style,
-                marker="o", markersize=3, color=f"C{k}",
-                label=f"{name}, {'Gaussian, learned scale' if label == 'b64-gauss-long' else 'Laplace 0.75'}")
-        drawn += 1
-if drawn:
-    ax.axhline(0.1, color="0.5", linestyle=":", label="chance")
-    ax.set_xlabel("training minutes (one CPU thread)")
-    ax.set_ylabel("coherence from one input")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="upper left")
-    plt.show()
-else:
-    plt.close(fig)
+lines = [(label, f"polymnist-fast-{name}", f"C{k}", style,
+          f"{name}, {'Gaussian, learned scale' if label == 'b64-gauss-long' else 'Laplace 0.75'}")
+         for k, name in enumerate(MODELS) for label, style in (("b64-long", "--"), ("b64-gauss-long", "-"))]
+if not plot_time_to_coherence(lines):
     print("the benchmark results ship with the repository checkout; this copy has none")
 
 # %% [markdown]
@@ -132,30 +115,12 @@ else:
 # two:
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3.6))
-drawn = 0
-for label, experiment, colour, style, text in (
+if not plot_time_to_coherence([
         ("epyc-recipe", "polymnist-fast-mopoe", "C2", ":", "MoPoE, the recipe above"),
         ("epyc-optimal", "polymnist-fast-mopoe", "C2", "--", "MoPoE, optimal scale"),
         ("epyc-opt-lr3", "polymnist-fast-mopoe", "C2", "-", "MoPoE, optimal scale and lr 3e-3"),
         ("epyc-opt-lr3", "polymnist-fast-mmvae", "C1", "-", "MMVAE, optimal scale and lr 3e-3"),
-        ("epyc-opt-lr2", "polymnist-fast-mvae", "C0", "-", "MVAE, optimal scale and lr 2e-3")):
-    result = time_to_coherence(label, experiment)
-    if result is None:
-        continue
-    points = result["points"]
-    ax.plot([p["minutes"] for p in points], [p["coherence/shipped"]["1"] for p in points], style, marker="o",
-            markersize=3, color=colour, label=text)
-    drawn += 1
-if drawn:
-    ax.axhline(0.1, color="0.5", linestyle=":", label="chance")
-    ax.set_xlabel("training minutes (one CPU thread)")
-    ax.set_ylabel("coherence from one input")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="upper left")
-    plt.show()
-else:
-    plt.close(fig)
+        ("epyc-opt-lr2", "polymnist-fast-mvae", "C0", "-", "MVAE, optimal scale and lr 2e-3")]):
     print("the benchmark results ship with the repository checkout; this copy has none")
 
 # %% [markdown]
