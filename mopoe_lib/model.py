@@ -191,17 +191,8 @@ class MultimodalVAE(nn.Module):
         self.style_dims = tuple(int(d) for d in style_dims) if style_dims is not None else (0,) * count
         if len(self.style_dims) != count or any(d < 0 for d in self.style_dims):
             raise ValueError(f"style_dims needs {count} non-negative sizes, got {style_dims}")
-        self.log_scales: nn.Parameter | None = None
-        if learn_scales:
-            if not any(lik.has_scale for lik in self.likelihoods):
-                raise ValueError("learn_scales needs a likelihood with a scale (laplace or gaussian)")
-            start = [math.log(getattr(lik, "scale", 1.0)) for lik in self.likelihoods]
-            self.log_scales = nn.Parameter(torch.tensor(start, dtype=torch.float32))
-        if optimal_scales and self.log_scales is None:
-            raise ValueError("optimal_scales needs learn_scales")
         self.optimal_scales = optimal_scales
-        if optimal_scales:
-            self.log_scales.requires_grad_(False)  # type: ignore[union-attr]
+        self.log_scales = self._scale_parameter(learn_scales, optimal_scales)
         self._stacked_style = self._check_style_networks(auxiliary_style)
         self.auxiliary_style_logits: nn.ParameterList | None = None
         if auxiliary_style:
@@ -212,6 +203,17 @@ class MultimodalVAE(nn.Module):
                 raise ValueError(f"learn_prior needs prior_expert='never' (got {prior_expert!r}): products that "
                                  "include the N(0, I) expert would no longer match the learned prior")
             self.prior_logits = nn.Parameter(torch.zeros(latent_dim))
+
+    def _scale_parameter(self, learn_scales: bool, optimal_scales: bool) -> nn.Parameter | None:
+        """The learned log-scales ``(M,)`` (``None`` when fixed), frozen to gradients under ``optimal_scales``."""
+        if optimal_scales and not learn_scales:
+            raise ValueError("optimal_scales needs learn_scales")
+        if not learn_scales:
+            return None
+        if not any(lik.has_scale for lik in self.likelihoods):
+            raise ValueError("learn_scales needs a likelihood with a scale (laplace or gaussian)")
+        start = [math.log(getattr(lik, "scale", 1.0)) for lik in self.likelihoods]
+        return nn.Parameter(torch.tensor(start, dtype=torch.float32), requires_grad=not optimal_scales)
 
     def _check_style_networks(self, auxiliary_style: bool) -> bool:
         """Validate the networks for the style latents; returns whether they are stacked networks with styles."""

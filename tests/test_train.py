@@ -344,7 +344,7 @@ def test_learning_rate_schedule_warms_up_decays_and_resumes_bit_for_bit(tmp_path
     config = _config(lr=1e-3, lr_warmup_steps=4, lr_schedule="cosine", lr_final=0.1, adam_beta2=0.99)
     assert [lr_at(config, s, 12) for s in (0, 3)] == pytest.approx([2.5e-4, 1e-3])
     assert lr_at(config, 8, 12) == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # half-way through the decay
-    assert lr_at(config, 12, 12) == pytest.approx(1e-4) and lr_at(_config(), 7, 12) == 1e-3
+    assert lr_at(config, 12, 12) == pytest.approx(1e-4) and lr_at(_config(lr=1e-3), 7, 12) == 1e-3
     train(config, tmp_path / "reference", progress=False)
     with monkeypatch.context() as patch:
         _crash_at(patch, 7)
