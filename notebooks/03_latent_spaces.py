@@ -50,9 +50,9 @@ N_POINTS = 1000 if FAST else 5000  # test tuples embedded
 #
 # `book_models` returns the shipped compact models (trained on the full data set on CPU) when they exist, and
 # otherwise the runs of chapter 2 (training them if chapter 2 has not run). Of those FAST runs only the MoPoE
-# has begun to carry the digit (the MVAE and the MMVAE, after 558 steps, are still in the phase where the latent
-# code ignores it), so expect blurry clusters from them; the shipped models show the structure this chapter is
-# about.
+# has begun to carry the digit (after 558 steps the MVAE has barely left the phase where the latent code ignores
+# it and the MMVAE has not), so expect blurry clusters from them; the shipped models show the structure this
+# chapter is about.
 
 # %%
 runs = book_models("fast" if FAST else "full", use_pretrained=USE_PRETRAINED, seed=SEED)

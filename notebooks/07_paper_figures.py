@@ -84,7 +84,7 @@ for model in MODELS if FAST else (*MODELS, *RELATIVES.values()):
 # they are part of the loop above; in FAST mode each gets a short run of its FAST experiment here (one epoch, to
 # keep the book within minutes), on the same data, networks and code path as the three, and the table reads its
 # test coherence after that epoch (500 test tuples, the shipped classifiers) from its metrics. Expect chance
-# (about 0.1, like chapter 2's FAST MVAE and MMVAE after 558 steps): this shows that each objective trains, not
+# (about 0.1, like chapter 2's FAST MMVAE after 558 steps): this shows that each objective trains, not
 # what it learns. What it
 # learns is in the shipped compact runs (24 epochs on the full training set) in the tables below.
 

@@ -121,3 +121,28 @@ def test_metric_curves_draw_one_line_per_run_and_split_against_epochs_or_minutes
     lines = fig.axes[0].get_lines()
     assert [len(line.get_xdata()) for line in lines] == [4, 2, 2, 1]  # a train, a test, b train, b test
     assert list(lines[1].get_xdata()) == [1.0, 2.0]
+
+
+def test_time_to_coherence_plot_draws_the_committed_results_one_panel_per_experiment(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mopoe_lib.book import plot_time_to_coherence, time_to_coherence
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(plt.gcf()))
+    lines = [("epyc-recipe", "polymnist-fast-mopoe", "C2", ":", "recipe"),
+             ("epyc-opt-lr3", "polymnist-fast-mopoe", "C2", "-", "opt"),
+             ("epyc-opt-lr3", "polymnist-fast-mmvae", "C1", "-", "mmvae"),
+             ("no-such-label", "polymnist-fast-mvae", "C0", "-", "missing")]
+    assert plot_time_to_coherence(lines, panels=True)
+    axes = shown[0].axes
+    assert [ax.get_title() for ax in axes] == ["polymnist-fast-mopoe", "polymnist-fast-mmvae"]
+    drawn = {line.get_label(): line.get_ydata() for ax in axes for line in ax.get_lines()}
+    result = time_to_coherence("epyc-opt-lr3", "polymnist-fast-mmvae")
+    assert list(drawn["mmvae"]) == [p["coherence/shipped"]["1"] for p in result["points"]]
+    assert set(drawn) == {"recipe", "opt", "mmvae", "chance"}
+    assert not plot_time_to_coherence([("no-such-label", "polymnist-fast-mvae", "C0", "-", "missing")])
+    plt.close("all")

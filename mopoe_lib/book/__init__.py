@@ -134,26 +134,33 @@ def time_to_coherence(label: str, experiment: str, seed: int = 0) -> dict[str, A
     return read_json(path) if path.is_file() else None
 
 
-def plot_time_to_coherence(lines: list[tuple[str, str, str, str, str]]) -> bool:
+def plot_time_to_coherence(lines: list[tuple[str, str, str, str, str]], panels: bool = False) -> bool:
     """Coherence from one input against training minutes, one line per committed result of
-    ``benchmarks/time_to_coherence.py``: ``(label, experiment, colour, line style, legend text)``. Shows the
-    figure and returns True, or returns False (nothing drawn) where none of the results is in this copy."""
+    ``benchmarks/time_to_coherence.py``: ``(label, experiment, colour, line style, legend text)``; with
+    ``panels``, one panel per experiment. Shows the figure and returns True, or returns False (nothing drawn)
+    where none of the results is in this copy."""
     import matplotlib.pyplot as plt
 
-    found = [(result, rest) for label, experiment, *rest in lines
+    found = [(experiment, result, rest) for label, experiment, *rest in lines
              if (result := time_to_coherence(label, experiment)) is not None]
     if not found:
         return False
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for result, (colour, style, text) in found:
-        points = result["points"]
-        ax.plot([p["minutes"] for p in points], [p["coherence/shipped"]["1"] for p in points], style, marker="o",
-                markersize=3, color=colour, label=text)
-    ax.axhline(0.1, color="0.5", linestyle=":", label="chance")
-    ax.set_xlabel("training minutes (one CPU thread)")
-    ax.set_ylabel("coherence from one input")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="upper left")
+    experiments = list(dict.fromkeys(experiment for experiment, _, _ in found)) if panels else [""]
+    _, axes = plt.subplots(1, len(experiments), figsize=(4.4 * len(experiments) if panels else 7, 3.6),
+                             sharey=True, squeeze=False, layout="constrained")
+    for ax, panel in zip(axes[0], experiments, strict=True):
+        for experiment, result, (colour, style, text) in found:
+            if panels and experiment != panel:
+                continue
+            points = result["points"]
+            ax.plot([p["minutes"] for p in points], [p["coherence/shipped"]["1"] for p in points], style,
+                    marker="o", markersize=3, color=colour, label=text)
+        ax.axhline(0.1, color="0.5", linestyle=":", label="chance")
+        ax.set_xlabel("training minutes (one CPU thread)")
+        ax.set_title(panel, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0][0].set_ylabel("coherence from one input")
     plt.show()
     return True
 
