@@ -147,7 +147,7 @@ def plot_time_to_coherence(lines: list[tuple[str, str, str, str, str]], panels: 
         return False
     experiments = list(dict.fromkeys(experiment for experiment, _, _ in found)) if panels else [""]
     _, axes = plt.subplots(1, len(experiments), figsize=(4.4 * len(experiments) if panels else 7, 3.6),
-                             sharey=True, squeeze=False, layout="constrained")
+                           sharey=True, squeeze=False, layout="constrained")
     for ax, panel in zip(axes[0], experiments, strict=True):
         for experiment, result, (colour, style, text) in found:
             if panels and experiment != panel:
