@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.io
@@ -166,7 +168,9 @@ def test_text_reader_and_padded_classifiers():
     texts = [" seven  ", "zero    ", "  sevxn ", "        "]
     reader = TextReader()
     assert reader(encode_indices(texts).float()).argmax(-1).tolist() == [7, 0, UNREADABLE, UNREADABLE]
-    assert reader(encode(texts) * 3.0).argmax(-1).tolist() == [7, 0, UNREADABLE, UNREADABLE]
+    assert TextReader(exact=True)(encode(texts) * 3.0).argmax(-1).tolist() == [7, 0, UNREADABLE, UNREADABLE]
+    # by likelihood, a misspelt word reads as the nearest digit word; scores are normalised over the alphabet
+    assert reader(encode(texts[:3]) * 3.0).argmax(-1).tolist() == [7, 0, 7]
 
     class Always3(torch.nn.Module):
         def forward(self, x):
@@ -216,3 +220,32 @@ def test_mst_configs_check_the_architecture_and_build_the_official_networks():
         get_config("mst-fast-mopoe", architecture="compact")
     with pytest.raises(ValueError, match="choose one of polymnist, mnist-svhn-text, celeba"):
         get_config("mst-fast-mopoe", dataset="cifar")
+
+
+def test_text_reader_reads_every_digit_text_and_a_decoder_unsure_of_the_offset():
+    from mopoe_lib.data.text import ALPHABET, SEQUENCE_LENGTH, decode, digit_texts, encode
+    from mopoe_lib.evaluation.mst import UNREADABLE, TextReader
+
+    labels = torch.arange(10).repeat(40)
+    texts = digit_texts(labels, torch.Generator().manual_seed(0))
+    reader = TextReader()
+    assert torch.equal(reader(encode(texts)).argmax(-1), labels)  # the data's own texts, every digit and offset
+    # a decoder that knows the word but not where it starts: the average of the word at each of its offsets
+    for d, word in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")):
+        at = [" " * o + word + " " * (SEQUENCE_LENGTH - o - len(word)) for o in range(SEQUENCE_LENGTH - len(word))]
+        mixed = encode(at).mean(dim=0, keepdim=True)
+        if len(at) > 2:  # the most likely character at each position then spells no word
+            assert TextReader(exact=True)(mixed).argmax(-1).item() == UNREADABLE, decode(mixed)
+        scores = reader(mixed)
+        assert scores.argmax(-1).item() == d and scores[0, UNREADABLE] == float("-inf")
+    # against a direct sum over words and offsets, on random distributions
+    logits = torch.randn(3, SEQUENCE_LENGTH, len(ALPHABET), generator=torch.Generator().manual_seed(1))
+    probs = torch.softmax(logits * 3, dim=-1)
+    scores = reader(probs)
+    for d, word in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")):
+        for b in range(3):
+            total = 0.0
+            for o in range(SEQUENCE_LENGTH - len(word)):
+                text = " " * o + word + " " * (SEQUENCE_LENGTH - o - len(word))
+                total += math.prod(float(probs[b, i, ALPHABET.index(c)]) for i, c in enumerate(text))
+            assert math.isclose(float(scores[b, d]), math.log(total), rel_tol=1e-4)

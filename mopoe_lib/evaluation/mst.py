@@ -2,8 +2,12 @@
 
 - :class:`DigitCNN`: two convolutions and a linear layer, for 1x28x28 (MNIST) or 3x32x32 (street digits or
   SVHN) images; :func:`train_digit_classifier` fits one in a few epochs on a CPU.
-- :class:`TextReader`: not learned: decodes the most likely character at each position and looks the string
-  up among the ten digit words. A generated text that is not exactly a digit word counts as wrong (class 10).
+- :class:`TextReader`: not learned. A generated text is a distribution over characters at each position (the
+  decoder's mean); the reader names the digit whose word the distribution spells most probably, summed over the
+  offsets at which the data places words. Like the image classifiers it always names a digit. With
+  ``exact=True`` it decodes the most likely character at each position instead and counts a text that is not
+  exactly a digit word as wrong (class 10): a stricter judge, which fails a decoder that is unsure only of
+  the word's offset.
 - :class:`PerModalityClassifiers`: the three behind the interface of the coherence functions: ``xs`` (one
   tensor per modality) -> logits ``(M, B, 11)``, class 10 meaning "unreadable".
 
@@ -29,7 +33,7 @@ from ..data.dataset import to_float
 from ..data.mnist import load_mnist
 from ..data.street_digits import generate_street_digits
 from ..data.svhn import load_svhn
-from ..data.text import decode, text_to_digit
+from ..data.text import DIGIT_WORDS, SEQUENCE_LENGTH, decode, encode_indices, text_to_digit
 from ..integrity import atomic_dir, read_json, sha256_file, verify_file, write_json
 from ..settings import artifacts_dir
 
@@ -87,13 +91,43 @@ def classifier_accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_
 
 
 class TextReader(nn.Module):
-    """Reads the digit a text names: indices ``(B, 8)`` or per-position scores ``(B, 8, 71)`` -> logits ``(B, 11)``."""
+    """Reads the digit a text names: indices ``(B, 8)`` or per-position probabilities ``(B, 8, 71)`` -> scores
+    ``(B, 11)`` (class 10: unreadable).
+
+    Indices are hard strings: a string that is exactly a digit word (at any offset) names it, any other string is
+    unreadable. Probabilities (the decoder's mean; non-negative scores are normalised over the alphabet) are
+    read by likelihood: the score of digit ``d`` is ``log sum_offsets prod_positions p[position, character]`` of
+    ``d``'s word at each offset the data uses (:func:`~mopoe_lib.data.text.digit_texts`), so a decoder that
+    spells "eight" but is unsure where the word starts still reads as 8. ``exact=True`` reads probabilities as
+    their most likely string instead.
+    """
+
+    def __init__(self, exact: bool = False) -> None:
+        super().__init__()
+        self.exact = exact
+        templates, digits = [], []
+        for d, word in enumerate(DIGIT_WORDS):
+            for offset in range(SEQUENCE_LENGTH - len(word)):
+                text = " " * offset + word + " " * (SEQUENCE_LENGTH - offset - len(word))
+                templates.append(encode_indices([text])[0])
+                digits.append(d)
+        self.register_buffer("templates", torch.stack(templates), persistent=False)  # (K, 8)
+        self.register_buffer("digits", torch.tensor(digits), persistent=False)  # (K,)
 
     def forward(self, x: Tensor) -> Tensor:
-        indices = x.round().long() if x.ndim == 2 else x.argmax(dim=-1)
-        digits = text_to_digit(decode(indices)).to(x.device)
-        digits = torch.where(digits < 0, torch.full_like(digits, UNREADABLE), digits)
-        return F.one_hot(digits, UNREADABLE + 1).float()
+        if x.ndim == 2 or self.exact:
+            indices = x.round().long() if x.ndim == 2 else x.argmax(dim=-1)
+            digits = text_to_digit(decode(indices)).to(x.device)
+            digits = torch.where(digits < 0, torch.full_like(digits, UNREADABLE), digits)
+            return F.one_hot(digits, UNREADABLE + 1).float()
+        p = x.float().clamp_min(0.0)
+        log_p = (p / p.sum(dim=-1, keepdim=True).clamp_min(1e-30)).clamp_min(1e-30).log()  # (B, 8, 71)
+        positions = torch.arange(self.templates.shape[1], device=x.device)
+        per_template = log_p[:, positions, self.templates].sum(dim=-1)  # (B, K)
+        scores = torch.full((x.shape[0], UNREADABLE + 1), float("-inf"), device=x.device)
+        for d in range(UNREADABLE):
+            scores[:, d] = per_template[:, self.digits == d].logsumexp(dim=-1)
+        return scores
 
 
 class PerModalityClassifiers(nn.Module):
@@ -158,7 +192,7 @@ def save_mst_classifiers(state: dict[str, Tensor], folder: Path, info: dict) -> 
     """Write ``classifiers.safetensors`` (keys ``mnist.*``, ``svhn.*``) and ``classifiers.json`` atomically."""
     with atomic_dir(folder) as tmp:
         save_file(state, str(tmp / "classifiers.safetensors"))
-        write_json(tmp / "classifiers.json", {**info, "text": "TextReader (exact digit words)",
+        write_json(tmp / "classifiers.json", {**info, "text": "TextReader (the most probable digit word)",
                                               "sha256": sha256_file(tmp / "classifiers.safetensors")})
     return folder
 
