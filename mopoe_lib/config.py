@@ -15,7 +15,7 @@ scale       what it is
 
 for each model ``mopoe``, ``mvae`` and ``mmvae``; ``mst-<fast|full>-<model>`` for MNIST-SVHN-Text (the
 official networks, latent 20, Adam 1e-3; offline on the street-digit stand-in, ``data_source=svhn`` for the
-real SVHN); ``mst-compact-<model>`` (the CPU recipe on 120k triples: the shipped MNIST-SVHN-Text models);
+real SVHN); ``mst-compact-<model>`` (the CPU recipe, 20 epochs of 120k triples: the shipped MNIST-SVHN-Text models);
 ``polymnist-<scale>-<relative>`` for the relatives ``mmjsd``, ``mvtcae`` and ``mmvae-plus`` (MMVAE+, 32 shared
 and 32 modality-specific dimensions), and ``polymnist-full-mmvae-iw``;
 ``celeba-full-<model>`` for CelebA image-text (20 shared + 32 modality-specific latent dimensions,
@@ -399,7 +399,7 @@ def _registry() -> dict[str, ExperimentConfig]:
                 latent_dim=20, objective=model, lr=1e-3, epochs=epochs, eval_samples=1000 if scale == "fast" else 10000)
         out[f"mst-compact-{model}"] = ExperimentConfig(
             name=f"mst-compact-{model}", dataset="mnist-svhn-text", data_variant="compact", architecture="mst",
-            latent_dim=20, objective=model, epochs=6, eval_samples=2000, eval_coherence=1000, eval_every_epochs=2,
+            latent_dim=20, objective=model, epochs=20, eval_samples=2000, eval_coherence=1000, eval_every_epochs=2,
             **CPU_RECIPE)
         # CelebA (download it yourself: mopoe_lib/data/celeba.py): 20 shared + 32 modality-specific dimensions
         out[f"celeba-full-{model}"] = ExperimentConfig(

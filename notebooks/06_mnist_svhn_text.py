@@ -101,8 +101,8 @@ for m, name in enumerate(("mnist", "svhn")):
 # colour digits, 1-D convolutions for text; latent 20; reconstruction weights proportional to the size of the
 # largest modality (3072/784, 1, 3072/8), so that no modality is drowned out; a categorical likelihood on the
 # text decoder's logits. The image likelihoods follow the book's CPU recipe (chapter 2): Gaussian, with a scale
-# each modality learns. The shipped models (`mst-compact-<model>`) were trained on 120k triples on one CPU
-# thread, one seed each; in FULL mode the paper's setup (`mst-full-<model>`, 200 epochs of 1.2M triples) trains
+# each modality learns. The shipped models (`mst-compact-<model>`) were trained for 20 epochs of 120k triples on
+# one CPU thread, one seed each; in FULL mode the paper's setup (`mst-full-<model>`, 200 epochs of 1.2M triples) trains
 # here.
 
 # %%
@@ -199,20 +199,18 @@ print("example, the MoPoE's text from MNIST:", decode(runs["mopoe"].model.genera
 pd.DataFrame(rows).set_index(["model", "text generated from"]).round(3)
 
 # %% [markdown]
-# **Reading the shipped models' numbers (FAST mode).** Six epochs of 120k triples on one CPU thread (0.3% of the
-# paper's 200 epochs of 1.12M triples) show part of the paper's picture. From one input the MMVAE is the most
-# coherent (about 0.67, flat in the number of inputs), the MoPoE is at 0.40 from one input and rises to 0.70 from
-# two, and the MVAE is the weakest (0.22 and 0.31). The per-target table says where the MoPoE loses. It and the
-# MMVAE generate MNIST from the text and text from MNIST (0.96 or more; the MVAE about a third of the time), but
-# only the MMVAE has learned to read the colour digits (0.91 to MNIST and 0.95 to text from them): the MoPoE's
-# and the MVAE's latent probe from the colour digits alone is at chance (0.10 and 0.09 against the MMVAE's 0.95),
-# so their encoders for this modality carry colour and background, not the digit. And no model yet generates a
-# legible colour digit from MNIST or text: the decoder does not know the colours, paints their average, a flat
-# grey, and has not learned to draw the digit on it (coherence about 0.1 in those directions). Given MNIST and
-# the colour digit together, the MoPoE and the MVAE do draw the digit (0.62 and 0.71), so the decoder can draw;
-# what is missing is a digit drawn without a colour to copy. These are limits of the short training on this harder
-# modality, not of the methods: compare the trends here, and train the FULL setup on a GPU for the paper's
-# comparison.
+# **Reading the shipped models' numbers (FAST mode).** Twenty epochs of 120k triples on one CPU thread (about 1%
+# of the paper's 200 epochs of 1.12M triples) show part of the paper's picture. From one input the MoPoE and the
+# MMVAE are about equally coherent (0.66 and 0.68), the MVAE is the weakest (0.22), and the MMVAE is flat in the
+# number of inputs. The per-target table says what holds the MoPoE's two-input mean back: it and the MMVAE
+# generate every modality from every other (0.88 or more), except the colour digits from MNIST or text (about
+# 0.1). The decoder does not know the colours, paints their average, a flat grey, and has not learned to draw the
+# digit on it; given a colour digit among the inputs, it draws the digit it was given (the MoPoE 0.92-0.98). The
+# colour digits were also the last modality the MoPoE learned to read: after 6 epochs its latent probe from them
+# was at chance (0.10), after 20 it is 0.91. The MVAE's probe from the colour digits is still 0.20: its unimodal
+# terms reconstruct each modality only from itself, so nothing asks its colour-digit encoder for the digit rather
+# than the colours. These are limits of the short training on this harder modality: compare the trends here, and
+# train the FULL setup on a GPU for the paper's comparison.
 
 # %% [markdown]
 # ## Summary
