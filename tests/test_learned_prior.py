@@ -146,3 +146,13 @@ def test_a_learned_prior_run_of_a_named_experiment_is_another_experiment_in_the_
     assert experiment_label(named) == "polymnist-compact-mmvae"
     assert experiment_label({**named, "learn_prior": True}) == "polymnist-compact-mmvae [learned prior]"
     assert experiment_label(get_config("polymnist-full-mmvae-iw").to_dict()) == "polymnist-full-mmvae-iw"
+
+
+def test_a_run_with_other_style_latents_than_its_named_experiment_is_another_experiment():
+    from mopoe_lib.evaluation.results import experiment_label
+
+    named = get_config("mst-compact-mopoe").to_dict()
+    assert experiment_label(named) == "mst-compact-mopoe"
+    assert experiment_label({**named, "style_dim": 8}) == "mst-compact-mopoe [style 8]"
+    plus = get_config("polymnist-compact-mmvae-plus").to_dict()
+    assert plus["style_dim"] > 0 and experiment_label(plus) == "polymnist-compact-mmvae-plus"

@@ -120,11 +120,16 @@ def result_folders(roots: Iterable[Path] | None = None) -> list[Path]:
 
 def experiment_label(config: dict[str, Any], default: str = "?") -> str:
     """The experiment's name, plus how its training tuples were incomplete when they were (``missing``,
-    ``drop_incomplete``) and whether it learned its prior (``learn_prior``, where the named experiment does not):
+    ``drop_incomplete``), whether it learned its prior (``learn_prior``, where the named experiment does not)
+    and its modality-specific latents where their size differs from the named experiment's (``style_dim``):
     such a run of a named experiment is another experiment, never a seed of the named one."""
     name = config.get("name", default)
-    if bool(config.get("learn_prior")) and name in EXPERIMENTS and not EXPERIMENTS[name].learn_prior:
+    named = EXPERIMENTS.get(name)
+    if bool(config.get("learn_prior")) and named is not None and not named.learn_prior:
         name = f"{name} [learned prior]"
+    style = int(config.get("style_dim") or 0)
+    if named is not None and style != int(named.style_dim or 0):
+        name = f"{name} [style {style}]"
     missing = config.get("missing") or "none"
     if missing == "none":
         return name
