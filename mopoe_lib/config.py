@@ -107,8 +107,22 @@ def _posterior_options(config: ExperimentConfig) -> dict[str, Any]:
             "auxiliary_style": objective.cross_style == "auxiliary", "learn_prior": config.learn_prior}
 
 
+def style_dims(config: ExperimentConfig, names: Sequence[str]) -> list[int]:
+    """Each modality's style size: ``style_dim`` for the modalities named in ``style_modalities`` (all when it is
+    empty), 0 for the others."""
+    chosen = [n.strip() for n in config.style_modalities.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        raise ValueError(f"style_modalities names {', '.join(unknown)}, not a modality of {config.dataset}: "
+                         f"choose from {', '.join(names)}")
+    return [config.style_dim if not chosen or n in chosen else 0 for n in names]
+
+
 def _build_polymnist(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVAE:
     arch = ARCHITECTURES[config.architecture]
+    if len(set(style_dims(config, names))) != 1:
+        raise ValueError("the PolyMNIST networks give every modality the same style size: leave style_modalities "
+                         "empty")
     m, width = len(names), config.latent_dim + config.style_dim  # encoders return [z, w_m], decoders read it
     encoder = GroupedConvEncoder(m, width, arch["channels"], arch["hidden_dim"])
     decoder = GroupedConvDecoder(m, width, tuple(reversed(arch["channels"])))
@@ -122,25 +136,27 @@ def _build_polymnist(config: ExperimentConfig, names: tuple[str, ...]) -> Multim
 def _build_mst(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVAE:
     from .networks import mnist_svhn_text as nets
 
-    width, s = config.latent_dim + config.style_dim, config.style_dim
+    styles = style_dims(config, names)
+    width = [config.latent_dim + s for s in styles]
     image = {"scale": config.likelihood_scale} if config.likelihood in ("laplace", "gaussian") else {}
-    return MultimodalVAE([nets.MNISTEncoder(width), nets.SVHNEncoder(width), nets.TextEncoder(width)],
-                         [nets.MNISTDecoder(width), nets.SVHNDecoder(width), nets.TextDecoder(width)],
+    return MultimodalVAE([nets.MNISTEncoder(width[0]), nets.SVHNEncoder(width[1]), nets.TextEncoder(width[2])],
+                         [nets.MNISTDecoder(width[0]), nets.SVHNDecoder(width[1]), nets.TextDecoder(width[2])],
                          [get_likelihood(config.likelihood, **image), get_likelihood(config.likelihood, **image),
                           get_likelihood("categorical")], config.latent_dim, names=names,
-                         recon_weights=MST_RECON_WEIGHTS, style_dims=[s] * 3, **_posterior_options(config),
+                         recon_weights=MST_RECON_WEIGHTS, style_dims=styles, **_posterior_options(config),
                          learn_scales=config.learn_scale)
 
 
 def _build_celeba(config: ExperimentConfig, names: tuple[str, ...]) -> MultimodalVAE:
     from .networks import celeba
 
-    width = config.latent_dim + config.style_dim
-    return MultimodalVAE([celeba.FaceEncoder(width), celeba.AttributeTextEncoder(width)],
-                         [celeba.FaceDecoder(width), celeba.AttributeTextDecoder(width)],
+    styles = style_dims(config, names)
+    width = [config.latent_dim + s for s in styles]
+    return MultimodalVAE([celeba.FaceEncoder(width[0]), celeba.AttributeTextEncoder(width[1])],
+                         [celeba.FaceDecoder(width[0]), celeba.AttributeTextDecoder(width[1])],
                          [get_likelihood("laplace", scale=config.likelihood_scale), get_likelihood("categorical")],
                          config.latent_dim, names=names, recon_weights=CELEBA_RECON_WEIGHTS,
-                         style_dims=[config.style_dim] * 2, **_posterior_options(config),
+                         style_dims=styles, **_posterior_options(config),
                          learn_scales=config.learn_scale)
 
 
@@ -194,6 +210,7 @@ class ExperimentConfig:
     architecture: str = "compact"
     latent_dim: int = 64
     style_dim: int = 0  # modality-specific latent per modality (0: none; CelebA: 32)
+    style_modalities: str = ""  # comma-separated modalities that get the style latent ("": every modality)
     likelihood: str = "laplace"
     likelihood_scale: float = 0.75  # the fixed scale, or the starting value of a learned one
     learn_scale: bool = False  # learn each modality's likelihood scale (a calibrated decoder)
@@ -310,6 +327,10 @@ def _validate(config: ExperimentConfig) -> None:
         able = [name for name, o in OBJECTIVES.items() if o.prior_expert == "never" and o.divergence == "prior"]
         raise ValueError(f"learn_prior needs a model without the N(0, I) expert in its products, trained against "
                          f"the prior itself; objective {c.objective!r} is not one: choose one of {', '.join(able)}")
+    if c.style_modalities:
+        if not c.style_dim:
+            raise ValueError("style_modalities chooses which modalities get a style latent: set style_dim > 0 too")
+        style_dims(c, c.spec.modalities)
     if objective.cross_style == "auxiliary" and not c.style_dim:
         raise ValueError(f"objective {c.objective!r} with cross_style='auxiliary' (MMVAE+) needs modality-specific "
                          "latents: set style_dim > 0 (the MMVAE+ experiments use 32)")

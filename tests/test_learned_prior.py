@@ -154,5 +154,7 @@ def test_a_run_with_other_style_latents_than_its_named_experiment_is_another_exp
     named = get_config("mst-compact-mopoe").to_dict()
     assert experiment_label(named) == "mst-compact-mopoe"
     assert experiment_label({**named, "style_dim": 8}) == "mst-compact-mopoe [style 8]"
+    chosen = {**named, "style_dim": 4, "style_modalities": "svhn"}
+    assert experiment_label(chosen) == "mst-compact-mopoe [style 4: svhn]"
     plus = get_config("polymnist-compact-mmvae-plus").to_dict()
     assert plus["style_dim"] > 0 and experiment_label(plus) == "polymnist-compact-mmvae-plus"

@@ -127,9 +127,9 @@ def experiment_label(config: dict[str, Any], default: str = "?") -> str:
     named = EXPERIMENTS.get(name)
     if bool(config.get("learn_prior")) and named is not None and not named.learn_prior:
         name = f"{name} [learned prior]"
-    style = int(config.get("style_dim") or 0)
-    if named is not None and style != int(named.style_dim or 0):
-        name = f"{name} [style {style}]"
+    style, chosen = int(config.get("style_dim") or 0), config.get("style_modalities") or ""
+    if named is not None and (style, chosen) != (int(named.style_dim or 0), named.style_modalities):
+        name = f"{name} [style {style}{': ' + chosen if chosen and style else ''}]"
     missing = config.get("missing") or "none"
     if missing == "none":
         return name
