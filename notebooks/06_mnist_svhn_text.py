@@ -204,13 +204,46 @@ pd.DataFrame(rows).set_index(["model", "text generated from"]).round(3)
 # MMVAE are about equally coherent (0.66 and 0.68), the MVAE is the weakest (0.22), and the MMVAE is flat in the
 # number of inputs. The per-target table says what holds the MoPoE's two-input mean back: it and the MMVAE
 # generate every modality from every other (0.88 or more), except the colour digits from MNIST or text (about
-# 0.1). The decoder does not know the colours, paints their average, a flat grey, and has not learned to draw the
-# digit on it; given a colour digit among the inputs, it draws the digit it was given (the MoPoE 0.92-0.98). The
-# colour digits were also the last modality the MoPoE learned to read: after 6 epochs its latent probe from them
-# was at chance (0.10), after 20 it is 0.91. The MVAE's probe from the colour digits is still 0.20: its unimodal
-# terms reconstruct each modality only from itself, so nothing asks its colour-digit encoder for the digit rather
-# than the colours. These are limits of the short training on this harder modality: compare the trends here, and
-# train the FULL setup on a GPU for the paper's comparison.
+# 0.1): there the decoder paints a flat grey and no digit. Given a colour digit among the inputs, it draws the
+# digit it was given (the MoPoE 0.92-0.98). The colour digits were also the last modality the MoPoE learned to
+# read: after 6 epochs its latent probe from them was at chance (0.10), after 20 it is 0.91. The MVAE's probe from
+# the colour digits is still 0.20: its unimodal terms reconstruct each modality only from itself, so nothing asks
+# its colour-digit encoder for the digit rather than the colours.
+#
+# **Why grey.** A code inferred from MNIST or text knows the digit, but not the colours of a street digit, nor
+# whether its ink is lighter or darker than its ground: the data draws both independently of the digit. Asked
+# to reconstruct a colour digit from such a code, a decoder does best on average by painting the average colour
+# image of that digit. The cell below shows these averages over the training set: for MNIST each is a blurred
+# but legible digit; for the street digits light ink on dark ground and dark ink on light ground cancel out.
+
+# %%
+fig, axes = plt.subplots(2, 10, figsize=(11, 2.6), layout="constrained")
+for row, m in enumerate((0, 1)):
+    images, labels = train.items(m)
+    images = images.float() / 255
+    averages = torch.stack([images[labels == d].mean(0) for d in range(10)])
+    print(f"{names[m]}: pixel standard deviation of the digit averages "
+          f"{averages.flatten(1).std(1).mean():.3f}, of single images {images[:1000].flatten(1).std(1).mean():.3f}")
+    for d in range(10):
+        axes[row, d].imshow(to_display(averages[d]), cmap="gray", vmin=0, vmax=1)
+        axes[row, d].set_xticks([])
+        axes[row, d].set_yticks([])
+        axes[1, d].set_xlabel(str(d))
+    axes[row, 0].set_ylabel(names[m])
+fig.suptitle("the average training image of each digit")
+plt.show()
+
+# %% [markdown]
+# The street-digit averages vary by about 0.01 across their pixels, against about 0.25 inside a single image:
+# there is no digit left in them to draw. So this is not a matter of training longer. While one shared code must
+# explain every modality, nothing in it can say which colours to paint when the input does not show them. The
+# remedy is a private, *modality-specific* latent for what only one modality knows (here: colours, polarity,
+# font), as in the variants with modality-specific subspaces of Sutter, Daunhawer & Vogt (2020, "Multimodal
+# generative learning utilizing Jensen-Shannon divergence", NeurIPS); the MoPoE paper uses them for CelebA.
+# In training each term reconstructs a modality from the shared code and that modality's own private latent; at
+# generation the private latent is drawn from its prior, so the decoder picks some colours and takes the digit
+# from the shared code. `ExperimentConfig.style_dim` switches them on.
+STYLE_RESULTS_PLACEHOLDER
 
 # %% [markdown]
 # ## Summary
