@@ -30,7 +30,7 @@
 # 2. Classifiers that judge the generated modalities.
 # 3. The three models (the shipped compact ones, trained with the book's CPU recipe; FULL: the paper's setup).
 # 4. Conditional generation across modalities, interactively.
-# 5. Coherence for every subset of inputs.
+# 5. Coherence for every subset of inputs, and why a shared code alone paints the colour digits grey.
 
 # %% Setup
 import matplotlib.pyplot as plt
@@ -242,17 +242,59 @@ plt.show()
 # generative learning utilizing Jensen-Shannon divergence", NeurIPS); the MoPoE paper uses them for CelebA.
 # In training each term reconstructs a modality from the shared code and that modality's own private latent; at
 # generation the private latent is drawn from its prior, so the decoder picks some colours and takes the digit
-# from the shared code. `ExperimentConfig.style_dim` switches them on.
-STYLE_RESULTS_PLACEHOLDER
+# from the shared code. Only the colour digits need one here. `style_dim` sets its size and `style_modalities`
+# the modalities that get one; the shipped `mst-compact-mopoe-svhn-style` is the MoPoE above with a
+# 4-dimensional private latent for the colour digits only, trained in the same way (20 epochs, one CPU thread).
+
+# %%
+style_config = get_config(f"mst-{'fast' if FAST else 'full'}-mopoe", data_source=SOURCE, seed=SEED, style_dim=4,
+                          style_modalities="svhn")
+styled = load_or_train(style_config, use_pretrained=FAST, pretrained_name="mst-compact-mopoe-svhn-style")
+folder = styled.folder / "evaluation"
+if not (folder / "evaluation.json").is_file():
+    folder = evaluate_run(styled.folder, OPTIONS, progress=False)
+tables["mopoe, colour style"] = read_tables(folder)[1]
+pair = {"mopoe": runs["mopoe"], "mopoe, colour style": styled}
+fig, axes = plt.subplots(4, 10, figsize=(11, 5.2), layout="constrained")
+for r, ((name, run), m) in enumerate([(item, m) for m in (0, 2) for item in pair.items()]):
+    out = run.model.generate(show.x, [m], generator=torch.Generator().manual_seed(SEED))
+    for i in range(10):
+        axes[r, i].imshow(to_display(out[1][i].clamp(0, 1)))
+        axes[r, i].set_xticks([])
+        axes[r, i].set_yticks([])
+    axes[r, 0].set_ylabel(f"{name}\nfrom {names[m]}", fontsize=8)
+fig.suptitle("colour digits generated from MNIST or text; true digits " + " ".join(str(int(y)) for y in show.label))
+plt.show()
+rows = [{"model": name, "inputs": row["subset"], "target": row["target"], "coherence": row["coherence"]}
+        for name, t in tables.items() if name in pair for row in t["coherence"] if not row["in_subset"]]
+pd.DataFrame(rows).pivot_table(index=["inputs", "target"], columns="model", values="coherence")[list(pair)].round(3)
+
+# %% [markdown]
+# With the private latent the MoPoE draws the digit in some colours (the same drawn style in both rows of that
+# model, since the figure fixes the random seed), and its street digits from MNIST and from text are judged
+# coherent 0.88 and 0.94 of the time instead of about 0.1. Its mean coherence rises to 0.93 from one input and
+# 0.96 from two (0.66 and 0.68 without), and its likelihood of the test triples is higher too (log p(X) about
+# 3,670 against 3,050 nats, 200 triples), because the shared code no longer has to explain the colours.
+#
+# Why the colour digits only: a private latent for *every* modality (same training, not shipped) reached just
+# 0.49 from one input. The text's private latent took the digit word itself, since every term reconstructs the
+# text with its own private latent; the shared code then no longer needed to carry it, and text generated from
+# MNIST or from the colour digits was right about 0.12 of the time. A private latent must not be able to hold what
+# the modalities share; for text, which is nothing but the digit and an offset, it can.
 
 # %% [markdown]
 # ## Summary
 #
 # - Heterogeneous modalities need their own networks and likelihoods (a categorical on logits for text) and
 #   reconstruction weights that balance their sizes; fusion and objectives do not change.
+# - A shared code alone cannot generate what the inputs do not determine: the street digits' colours average
+#   to grey. A private latent for that modality, drawn from its prior at generation, fixes it (coherence 0.93
+#   instead of 0.66 from one input), as long as it cannot hold the shared digit.
 # - The offline street digits stand in for SVHN so that this chapter runs anywhere; the real SVHN is one
 #   setting away.
 # - Chapter 7 collects these tables with every other evaluated model, with their provenance.
 #
 # **Exercises.** (1) Set all reconstruction weights to 1: which modality does the model neglect? (2) Train with
-# `SOURCE = "svhn"` if you have the files: how does the colour classifier's accuracy compare?
+# `SOURCE = "svhn"` if you have the files: how does the colour classifier's accuracy compare? (3) Give MNIST a
+# private latent too (`style_modalities="mnist,svhn"`): does the MNIST generated from text get sharper, or does
+# the private latent take the digit?
