@@ -119,6 +119,19 @@ def test_street_digits_are_deterministic_varied_and_colour():
     assert (x.float().amax(dim=(1, 2, 3)) - x.float().amin(dim=(1, 2, 3))).min() > 40  # every image has contrast
 
 
+def test_street_digit_colours_do_not_depend_on_the_digit():
+    """What chapter 6 explains: colours and polarity are drawn independently of the digit, so each digit's average
+    image is nearly flat (a decoder that knows only the digit can paint nothing else), unlike single images."""
+    from mopoe_lib.data.street_digits import generate_street_digits
+
+    x, y = generate_street_digits(4000, seed=1)
+    x = x.float() / 255
+    averages = torch.stack([x[y == d].mean(0) for d in range(10)])
+    single = x[:200].flatten(1).std(1).mean()
+    assert single > 0.15
+    assert averages.flatten(1).std(1).max() < 0.15 * single
+
+
 def test_triples_share_the_label_and_the_three_objectives_run_unchanged(tmp_path):
     from mopoe_lib.data.mnist_svhn_text import load_mnist_svhn_text
     from mopoe_lib.data.text import decode, text_to_digit
