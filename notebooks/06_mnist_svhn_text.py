@@ -279,8 +279,8 @@ pd.DataFrame(rows).pivot_table(index=["inputs", "target"], columns="model", valu
 # Why the colour digits only: a private latent for *every* modality (same training, not shipped) reached just
 # 0.49 from one input (1,000 test triples). The text's private latent took the digit word itself, since every
 # term reconstructs the text with its own private latent; the shared code then no longer needed to carry it, and
-# text generated from MNIST or from the colour digits was right 0.11-0.12 of the time. A private latent must not be able to hold what
-# the modalities share; for text, which is nothing but the digit and an offset, it can.
+# text generated from MNIST or from the colour digits was right 0.11-0.12 of the time. A private latent must not
+# be able to hold what the modalities share; for text, which is nothing but the digit and an offset, it can.
 
 # %% [markdown]
 # ## Summary
