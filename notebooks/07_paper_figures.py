@@ -329,7 +329,7 @@ comparison.round(3).astype(object).where(comparison.notna(), "not published")
 #
 # - **Scale.** The paper's models have latent 512, networks four times wider and 300 epochs on a GPU. The
 #   shipped models are compact (latent 64) and were trained on one CPU thread for under an hour each; the FAST
-#   models of the book for minutes on 6k tuples: the MoPoE (2,790 steps) has begun to carry the digit, the MVAE
+#   models of the book for minutes on 6k tuples: the MoPoE (4,185 steps) carries the digit (about 0.5 from one input), the MVAE
 #   and the MMVAE (558 steps) have not and sit near chance (0.1). Compare the *shape* of the curves first.
 # - **What should reproduce.** MoPoE's coherence rises with the number of inputs; the MMVAE's is flat (its
 #   posterior is a mixture of unimodal experts, so more inputs do not sharpen it); the MVAE's is lowest from
