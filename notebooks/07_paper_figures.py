@@ -48,7 +48,7 @@ SEEDS = (0,) if FAST else (0, 1, 2)  # FAST: one seed, to stay within minutes; F
 MODELS = ("mvae", "mmvae", "mopoe")
 # the relatives, by objective and experiment name: trained in FULL mode too, shown wherever results for them exist
 RELATIVES = {"mmjsd": "mmjsd", "mvtcae": "mvtcae", "mmvae_plus": "mmvae-plus"}
-OPTIONS = SuiteOptions(test_samples=300, probe_train=300, likelihood_points=40, likelihood_samples=20) if FAST \
+OPTIONS = SuiteOptions(test_samples=200, probe_train=300, likelihood_points=40, likelihood_samples=20) if FAST \
     else SuiteOptions(test_samples=10_000, probe_train=500, likelihood_points=1000, likelihood_samples=1000)
 print(f"seeds: {SEEDS}")
 
