@@ -67,9 +67,11 @@ SCALE = "fast" if FAST else "full"  # FAST: 6k tuples, compact nets, minutes on 
 # %%
 configs = {m: get_config(f"polymnist-{SCALE}-{m}", seed=SEED) for m in MODELS}
 for name, cfg in configs.items():
+    scale = " (batch ML scale)" if cfg.optimal_scale else " (learned scale)" if cfg.learn_scale \
+        else f" {cfg.likelihood_scale}"
     print(f"{name:6s} objective={cfg.objective:6s} prior expert={cfg.resolved_prior_expert:8s} "
-          f"likelihood={cfg.likelihood}{' (learned scale)' if cfg.learn_scale else f' {cfg.likelihood_scale}'} "
-          f"latent={cfg.latent_dim} beta={cfg.beta} lr={cfg.lr} batch={cfg.batch_size} epochs={cfg.epochs}")
+          f"likelihood={cfg.likelihood}{scale} latent={cfg.latent_dim} beta={cfg.beta} lr={cfg.lr} "
+          f"adam_beta2={cfg.adam_beta2} batch={cfg.batch_size} epochs={cfg.epochs}")
 
 # %% [markdown]
 # ## 2. The likelihood, and what a CPU minute buys
@@ -161,24 +163,25 @@ for name, run in own.items():
     print(f"{name:6s} {run.source:8s} {last['global_step']:5d} steps in {minutes:4.1f} min  coherence 1/2/3/4 "
           + " / ".join(f"{c:.2f}" for c in coherence)
           + f"  test bound {last.get('test/elbo', float('nan')):.0f}  active units {last.get('test/active_units')}"
-          + f"  learned scales {', '.join(f'{s:.3f}' for s in run.model.scales())}")
+          + f"  scales {', '.join(f'{s:.3f}' for s in run.model.scales())}")
 
 # %% [markdown]
 # *Active units* count the latent dimensions whose joint-posterior mean varies across test tuples (variance above
-# 0.01): 0 means the posterior has collapsed onto the prior and the decoders ignore $z$. The learned scales
-# are the typical error of each modality's reconstruction: they fall as the decoders improve, and with them the
-# price of a nat of reconstruction rises against a nat of KL.
+# 0.01): 0 means the posterior has collapsed onto the prior and the decoders ignore $z$. The scales (learned by
+# the MVAE; for the MoPoE and the MMVAE, "batch ML scale", a running average of each batch's maximum-likelihood
+# scale) are the typical error of each modality's reconstruction: they fall as the decoders improve, and with them
+# the price of a nat of reconstruction rises against a nat of KL.
 #
-# **What to expect from these FAST runs.** The MoPoE should have learned the digit: in a run of this chapter on
-# two CPU cores (an AMD EPYC) it reached 0.50 / 0.65 / 0.73 / 0.77 from one to four inputs, rising with the
-# number of inputs as the paper's does (another seed: 0.51 / 0.68 / 0.76 / 0.81). The MVAE and the MMVAE, at 558
-# steps, are still at or near chance (in that run 0.12 / 0.14 / 0.16 / 0.17 for the MVAE, 0.11 for the MMVAE):
-# in the measurements above (Adam's beta2 at 0.999) the MVAE with its FAST recipe leaves chance after about 900 steps and reaches 0.24-0.26 from one input and
-# 0.50-0.52 from four after 2,500 (two seeds), the MMVAE leaves it after about 2,000 steps and reaches 0.25 at
-# every number of inputs after 4,000. Six epochs show that they train;
-# to see the digit enter them, train them longer from the command line, for example
-# `python -m mopoe_lib.train polymnist-fast-mmvae --set epochs=45` (about 4,200 steps). The shipped models
-# below, trained on the full data, show the paper's picture for all three.
+# **What to expect from these FAST runs.** The MoPoE should have learned the digit: in a run of this chapter on two
+# CPU cores (an AMD EPYC) it reached 0.50 / 0.65 / 0.73 / 0.77 from one to four inputs, rising with the number of
+# inputs as the paper's does (another seed: 0.51 / 0.68 / 0.76 / 0.81). The MVAE and the MMVAE, at 558 steps, are
+# still at or near chance (in that run 0.12 / 0.14 / 0.16 / 0.17 for the MVAE, 0.11 for the MMVAE): in the
+# measurements above (Adam's beta2 at 0.999) the MVAE with its FAST recipe leaves chance after about 900 steps and
+# reaches 0.24-0.26 from one input and 0.50-0.52 from four after 2,500 (two seeds), the MMVAE leaves it after about
+# 2,000 steps and reaches 0.25 at every number of inputs after 4,000. Six epochs show that they train; to see the
+# digit enter them, train them longer from the command line, for example `python -m mopoe_lib.train
+# polymnist-fast-mmvae --set epochs=45` (about 4,200 steps). The shipped models below, trained on the full data,
+# show the paper's picture for all three.
 
 # %% [markdown]
 # ## 4. Coherence against training time
