@@ -390,8 +390,9 @@ CPU_RECIPE: dict[str, Any] = {"likelihood": "gaussian", "likelihood_scale": 0.25
 #: The FAST MoPoE's and MMVAE's recipe: the CPU recipe with each batch scored at its maximum-likelihood scale
 #: (Rybkin et al.'s optimal sigma: no scale to learn first), Adam at 3e-3, and Adam's second-moment average over
 #: about 100 steps instead of 1,000 (beta2 0.99). On the FAST MoPoE the optimal scale and the larger step reach in 4
-#: minutes what the CPU recipe reaches in 6, and beta2 0.99 adds 0.03-0.05 coherence from one input at 2,790 steps
-#: (two seeds; benchmarks/README.md). The shipped compact models use the CPU recipe.
+#: minutes what the CPU recipe reaches in 6; beta2 0.99 is a small lever (+0.03-0.05 coherence from one input at 2,790
+#: steps on an Intel Xeon, two seeds; on an AMD EPYC earlier by about 0.03 near 2,000 steps and a tie from 2,600 on;
+#: benchmarks/README.md). The shipped compact models use the CPU recipe.
 FAST_RECIPE: dict[str, Any] = {**CPU_RECIPE, "optimal_scale": True, "lr": 3e-3, "adam_beta2": 0.99}
 #: The FAST MVAE's recipe: the CPU recipe with Adam at 3e-3 (beta2 0.99) but a learned scale. The optimal scale
 #: slowed the MVAE down at every learning rate measured (and diverged with Adam at 3e-3); the larger step alone

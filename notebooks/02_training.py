@@ -117,40 +117,45 @@ if not plot_time_to_coherence(lines):
 
 # %%
 levers = (("epyc-recipe", ":", "the recipe above"), ("epyc-optimal", "--", "optimal scale"))
+best = {"mopoe": (("epyc-opt-lr3", "-", "optimal scale, lr 3e-3"),
+                  ("epyc-fast-b99", "-.", "... and beta2 0.99, 45 epochs (FAST)")),
+        "mmvae": (("epyc-opt-lr3", "-", "optimal scale, lr 3e-3"),),
+        "mvae": (("epyc-lr3", "-", "lr 3e-3, learned scale"),)}
 lines = [(label, f"polymnist-fast-{name}", colour, style, text)
-         for name, colour, best in (("mopoe", "C2", ("epyc-opt-lr3", "-", "optimal scale, lr 3e-3")),
-                                    ("mmvae", "C1", ("epyc-opt-lr3", "-", "optimal scale, lr 3e-3")),
-                                    ("mvae", "C0", ("epyc-lr3", "-", "lr 3e-3, learned scale")))
-         for label, style, text in (*levers, best)]
+         for name, colour in (("mopoe", "C2"), ("mmvae", "C1"), ("mvae", "C0"))
+         for label, style, text in (*levers, *best[name])]
 if not plot_time_to_coherence(lines, panels=True):
     print("the benchmark results ship with the repository checkout; this copy has none")
 
 # %% [markdown]
-# For the MoPoE the optimal scale alone gains 0.08 from one input after 6 minutes (0.39 against 0.31), and with
-# Adam at 3e-3 it reaches 0.41 / 0.54 / 0.61 / 0.66 from one to four inputs after 4 minutes, more than the recipe
-# reached in 6 (0.31 / 0.39 / 0.44 / 0.46), with a higher test bound at every point. For the MMVAE each lever
-# helps a little and the two together most (0.18 after 4 minutes where the recipe is still at chance, 0.25
-# against 0.21 after 6), and it still leaves chance later than the MoPoE. The MVAE is the exception: the optimal
-# scale slows it down (0.15 against 0.26 from one input after 6 minutes, with Adam at 1e-3 in both), and with Adam
-# at 3e-3 its product of experts diverged within a minute. With its scale learned, Adam at 3e-3 brings the digit
-# in earlier and ends level or ahead (after 6 minutes 0.26 / 0.38 / 0.47 / 0.52 against 0.26 / 0.35 / 0.43 /
-# 0.48 for seed 0, 0.24 / 0.35 / 0.43 / 0.50 against 0.21 / 0.29 / 0.35 / 0.42 for seed 1). One more lever
-# helps all three a little: Adam's running average of squared gradients over about 100 steps instead of 1,000
-# (`adam_beta2=0.99`), which lets the step size follow the gradients as the likelihood sharpens. On the MoPoE it
-# adds 0.03-0.05 coherence from one input after 2,790 steps (two seeds), on the MVAE 0.02-0.03, on the MMVAE
-# nothing measurable; a shorter average (0.98) and a larger step (4e-3) lost. So the FAST experiments train the
-# MoPoE and the MMVAE with the optimal scale, Adam at 3e-3 and beta2 0.99 (`mopoe_lib.config.FAST_RECIPE`), and
-# the MVAE with a learned scale, Adam at 3e-3 and beta2 0.99 (`mopoe_lib.config.FAST_MVAE_RECIPE`). These settings are for minutes-long runs: on the full training set the
-# FAST recipe leaves chance sooner but levels off lower (after about 20,000 steps the MoPoE sits at 0.61 from one
-# input and the MMVAE at 0.72, where the recipe above reaches 0.75 and 0.82), so the shipped compact models keep
-# the recipe above. The whole table is in `benchmarks/README.md`.
+# For the MoPoE the optimal scale alone gains 0.08 from one input after 6 minutes (0.39 against 0.31), and with Adam
+# at 3e-3 it reaches 0.41 / 0.54 / 0.61 / 0.66 from one to four inputs after 4 minutes, more than the recipe reached
+# in 6 (0.31 / 0.39 / 0.44 / 0.46), with a higher test bound at every point. For the MMVAE each lever helps a little
+# and the two together most (0.18 after 4 minutes where the recipe is still at chance, 0.25 against 0.21 after 6),
+# and it still leaves chance later than the MoPoE. The MVAE is the exception: the optimal scale slows it down (0.15
+# against 0.26 from one input after 6 minutes, with Adam at 1e-3 in both), and with Adam at 3e-3 its product of
+# experts diverged within a minute. With its scale learned, Adam at 3e-3 brings the digit in earlier and ends level
+# or ahead (after 6 minutes 0.26 / 0.38 / 0.47 / 0.52 against 0.26 / 0.35 / 0.43 / 0.48 for seed 0, 0.24 / 0.35 /
+# 0.43 / 0.50 against 0.21 / 0.29 / 0.35 / 0.42 for seed 1). One more lever is small: Adam's running average of
+# squared gradients over about 100 steps instead of 1,000 (`adam_beta2=0.99`), which lets the step size follow the
+# gradients as the likelihood sharpens. On an Intel Xeon it added 0.03-0.05 coherence from one input to the MoPoE
+# after 2,790 steps (two seeds) and 0.02-0.03 to the MVAE, nothing measurable to the MMVAE; on the EPYC of the
+# figure it brings the MoPoE's digit in a little earlier (0.29 against 0.26 near 2,000 steps) and ties from about
+# 2,600 steps on (dash-dotted line). A shorter average (0.98) and a larger step (4e-3) lost. What brings the FAST
+# MoPoE to about 0.5 from one input is its length: 45 epochs, 4,185 steps (0.49 and 0.52 for two seeds on the
+# figure's protocol). So the FAST experiments train the MoPoE and the MMVAE with the optimal scale, Adam at 3e-3 and
+# beta2 0.99 (`mopoe_lib.config.FAST_RECIPE`), and the MVAE with a learned scale, Adam at 3e-3 and beta2 0.99
+# (`mopoe_lib.config.FAST_MVAE_RECIPE`). These settings are for minutes-long runs: on the full training set the FAST
+# recipe leaves chance sooner but levels off lower (after about 20,000 steps the MoPoE sits at 0.61 from one input
+# and the MMVAE at 0.72, where the recipe above reaches 0.75 and 0.82), so the shipped compact models keep the
+# recipe above. The whole table is in `benchmarks/README.md`.
 #
 # ## 3. Train your own
 #
-# In FAST mode the MoPoE trains for 45 epochs of the 6,000 FAST tuples (4,185 steps of 64 tuples, about four and
-# a half minutes on two CPU cores), the MVAE and the MMVAE for 6 (558 steps, under a minute each), so that the
-# whole book stays within minutes; in FULL mode the paper's setup, on a GPU. `load_or_train` says what it did: it trains, or loads a run
-# this machine finished earlier (in `runs/`), or resumes an interrupted one.
+# In FAST mode the MoPoE trains for 45 epochs of the 6,000 FAST tuples (4,185 steps of 64 tuples, about four and a
+# half minutes on two CPU cores), the MVAE and the MMVAE for 6 (558 steps, under a minute each), so that the whole
+# book stays within minutes; in FULL mode the paper's setup, on a GPU. `load_or_train` says what it did: it trains,
+# or loads a run this machine finished earlier (in `runs/`), or resumes an interrupted one.
 
 # %%
 own = {name: load_or_train(configs[name], use_pretrained=False) for name in MODELS}
