@@ -234,7 +234,7 @@ def test_two_process_ddp_equals_a_single_process_with_the_same_global_batch(tmp_
     # The two processes sum the gradients in another order (gloo's all-reduce), so they differ by rounding; Adam
     # divides by sqrt(v), which amplifies rounding where a gradient is almost zero. Seen on an AVX-512 machine:
     # 51 of 1.6M weights differ by more than 1e-5, the largest by 1.1e-4 (lr = 1e-3, 8 steps; with the FAST
-    # recipe's Adam beta2 0.99 on an AVX2 machine: 2 in 1.6M, the largest by 1.2e-5). Every weight stays within
+    # recipe's Adam beta2 0.99 on an AMD EPYC: 2 in 1.6M, the largest by 1.2e-5). Every weight stays within
     # one Adam step (lr) of the single process, and all but a few in 10^4 agree to 1e-5.
     differences = torch.cat([(a[key] - b[key]).abs().flatten() for key in a])
     assert float(differences.max()) < lr
