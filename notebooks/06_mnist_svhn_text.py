@@ -41,7 +41,7 @@ from IPython.display import display
 from mopoe_lib.book import book_setup, load_or_train
 from mopoe_lib.config import get_config, load_dataset
 from mopoe_lib.data.text import ALPHABET, decode
-from mopoe_lib.evaluation import SuiteOptions, evaluate_run, judges_for, read_tables
+from mopoe_lib.evaluation import SuiteOptions, evaluated, judges_for, read_tables
 from mopoe_lib.evaluation.mst import classifier_accuracy
 from mopoe_lib.viz import metric_curves, subset_picker, to_display
 
@@ -157,10 +157,7 @@ display(subset_picker(names, draw, selected=(2,)))
 OPTIONS = SuiteOptions(test_samples=2000, probe_train=500, likelihood_points=200, likelihood_samples=100)
 tables = {}
 for name, run in runs.items():
-    folder = run.folder / "evaluation"
-    if not (folder / "evaluation.json").is_file():
-        folder = evaluate_run(run.folder, OPTIONS, progress=False)
-    tables[name] = read_tables(folder)[1]
+    tables[name] = read_tables(evaluated(run.folder, OPTIONS, progress=False))[1]
 per_target = pd.DataFrame([{"model": name, **row} for name, t in tables.items() for row in t["coherence"]
                            if not row["in_subset"]])
 display(per_target.pivot_table(index=["subset", "target"], columns="model", values="coherence")[list(MODELS)]
@@ -250,10 +247,7 @@ plt.show()
 style_config = get_config(f"mst-{'fast' if FAST else 'full'}-mopoe", data_source=SOURCE, seed=SEED, style_dim=4,
                           style_modalities="svhn")
 styled = load_or_train(style_config, use_pretrained=FAST, pretrained_name="mst-compact-mopoe-svhn-style")
-folder = styled.folder / "evaluation"
-if not (folder / "evaluation.json").is_file():
-    folder = evaluate_run(styled.folder, OPTIONS, progress=False)
-tables["mopoe, colour style"] = read_tables(folder)[1]
+tables["mopoe, colour style"] = read_tables(evaluated(styled.folder, OPTIONS, progress=False))[1]
 pair = {"mopoe": runs["mopoe"], "mopoe, colour style": styled}
 fig, axes = plt.subplots(4, 10, figsize=(11, 5.2), layout="constrained")
 for r, ((name, run), m) in enumerate([(item, m) for m in (0, 2) for item in pair.items()]):

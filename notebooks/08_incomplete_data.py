@@ -42,7 +42,7 @@ from mopoe_lib.evaluation import (
     coherence_by_num_inputs,
     collect_results,
     conditional_coherence,
-    evaluate_run,
+    evaluated,
     load_classifiers,
     result_folders,
 )
@@ -211,9 +211,8 @@ if not FAST:
     for model, fraction, drop in STUDY:
         run = load_or_train(incomplete_study_config(model, fraction, drop, seed=SEED), use_pretrained=False,
                             run_dir=folder / study_tag(model, fraction, drop))
-        if not (run.folder / "evaluation" / "evaluation.json").is_file():
-            evaluate_run(run.folder, SuiteOptions(test_samples=1000, likelihood_points=100, likelihood_samples=50),
-                         progress=False)
+        evaluated(run.folder, SuiteOptions(test_samples=1000, likelihood_points=100, likelihood_samples=50),
+                  progress=False)
 curves = []
 for model, fraction, drop in STUDY:
     run_folder = folder / study_tag(model, fraction, drop)

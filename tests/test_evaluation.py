@@ -210,6 +210,26 @@ def test_evaluation_cli_writes_tidy_tables(tmp_path, capsys):
     assert "neither a run folder" in capsys.readouterr().err
 
 
+def test_evaluated_reuses_written_tables_and_evaluates_only_when_missing(tmp_path, monkeypatch):
+    from mopoe_lib.evaluation import SuiteOptions, evaluated, results
+
+    calls = []
+
+    def fake_evaluate_run(source, options=None, out=None, progress=True):
+        calls.append((source, options, progress))
+        folder = source / "evaluation"
+        folder.mkdir()
+        (folder / "evaluation.json").write_text("{}")
+        return folder
+
+    monkeypatch.setattr(results, "evaluate_run", fake_evaluate_run)
+    options = SuiteOptions(test_samples=10)
+    assert evaluated(tmp_path, options, progress=False) == tmp_path / "evaluation"
+    assert calls == [(tmp_path, options, False)]
+    assert evaluated(tmp_path, options) == tmp_path / "evaluation"  # written: read, not evaluated again
+    assert len(calls) == 1
+
+
 def test_results_are_collected_with_provenance_and_summarised_over_seeds(tmp_path):
     from mopoe_lib.config import get_config
     from mopoe_lib.evaluation import collect_results, provenance, result_folders, seed_summary, write_tables

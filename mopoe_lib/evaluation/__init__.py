@@ -18,7 +18,7 @@ from .likelihood import (
     marginal_log_likelihood,
 )
 from .published import published_rows
-from .results import collect_results, evaluate_run, judges_for, provenance, result_folders, seed_summary
+from .results import collect_results, evaluate_run, evaluated, judges_for, provenance, result_folders, seed_summary
 from .suite import SuiteOptions, evaluate_model, read_tables, write_tables
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "marginal_log_likelihood",
     "collect_results",
     "evaluate_run",
+    "evaluated",
     "provenance",
     "result_folders",
     "seed_summary",

@@ -109,6 +109,15 @@ def evaluate_run(source: str | Path, options: SuiteOptions | None = None, out: P
     return write_tables(tables, out or default_out, meta, options)
 
 
+def evaluated(run_folder: Path, options: SuiteOptions | None = None, progress: bool = True) -> Path:
+    """A run folder's (or shipped model's) evaluation folder: the tables already written there when it has an
+    ``evaluation.json``, else those :func:`evaluate_run` writes now with ``options``."""
+    folder = Path(run_folder) / "evaluation"
+    if (folder / "evaluation.json").is_file():
+        return folder
+    return evaluate_run(run_folder, options, progress=progress)
+
+
 def result_folders(roots: Iterable[Path] | None = None) -> list[Path]:
     """Every ``*/evaluation`` folder with an ``evaluation.json`` under the result roots (see module docstring)."""
     if roots is None:
