@@ -403,6 +403,8 @@ FAST_MVAE_RECIPE: dict[str, Any] = {**CPU_RECIPE, "lr": 3e-3, "adam_beta2": 0.99
 #: from one input) within the whole book's 15-minute budget. The MoPoE is evaluated three times during training
 #: (a curve for chapter 2), the others, at chance after their 558 steps, once at the end.
 FAST_EPOCHS: dict[str, int] = {"mopoe": 45, "mvae": 6, "mmvae": 6}
+#: How many times each FAST model is evaluated during training (evenly spaced; the last at its final epoch).
+FAST_EVALUATIONS: dict[str, int] = {"mopoe": 3, "mvae": 1, "mmvae": 1}
 
 
 def _registry() -> dict[str, ExperimentConfig]:
@@ -411,7 +413,7 @@ def _registry() -> dict[str, ExperimentConfig]:
         out[f"polymnist-fast-{model}"] = ExperimentConfig(
             name=f"polymnist-fast-{model}", data_variant="fast", architecture="compact", latent_dim=64,
             objective=model, epochs=FAST_EPOCHS[model], eval_samples=1000, eval_coherence=500,
-            eval_every_epochs=FAST_EPOCHS[model] // 3 if model == "mopoe" else FAST_EPOCHS[model],
+            eval_every_epochs=FAST_EPOCHS[model] // FAST_EVALUATIONS[model],
             **(FAST_MVAE_RECIPE if model == "mvae" else FAST_RECIPE))
         out[f"polymnist-compact-{model}"] = ExperimentConfig(
             name=f"polymnist-compact-{model}", data_variant="full", architecture="compact", latent_dim=64,

@@ -38,7 +38,7 @@ from IPython.display import display
 
 from mopoe_lib.book import book_setup, load_or_train
 from mopoe_lib.config import get_config
-from mopoe_lib.evaluation import SuiteOptions, collect_results, evaluate_run, published_rows, seed_summary
+from mopoe_lib.evaluation import SuiteOptions, collect_results, evaluated, published_rows, seed_summary
 from mopoe_lib.runs import read_metrics
 from mopoe_lib.settings import repo_root
 
@@ -72,12 +72,10 @@ for model in MODELS if FAST else (*MODELS, *RELATIVES.values()):
             if not finished or finished[-1]["epoch"] < config.epochs:
                 print(f"{config.name}: no finished FAST run in {run_dir} (chapter 2 trains it)")
                 continue
-            if not (run_dir / "evaluation" / "evaluation.json").is_file():
-                print("evaluated ->", evaluate_run(run_dir, OPTIONS, progress=False))
-            continue
-        run = load_or_train(config, use_pretrained=False, run_dir=run_dir, progress=False)
-        if not (run.folder / "evaluation" / "evaluation.json").is_file():
-            print("evaluated ->", evaluate_run(run.folder, OPTIONS, progress=False))
+        else:
+            run_dir = load_or_train(config, use_pretrained=False, run_dir=run_dir, progress=False).folder
+        # evaluated once: a run whose tables exist is read, not evaluated again
+        print(f"{run_dir.name}: tables in", evaluated(run_dir, OPTIONS, progress=False))
 
 # %% [markdown]
 # Chapter 2 trains the three; the **relatives** (chapter 1, section 5) are trained in this chapter. In FULL mode
