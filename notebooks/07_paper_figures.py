@@ -284,8 +284,8 @@ display(table.rename_axis(columns=["", "z from"]).astype(object).where(table.not
 # runs. No published MNIST-SVHN-Text numbers are compared here, so compare the trends: MoPoE
 # coherent from any subset, MMVAE from single modalities, MVAE weakest from few inputs. Offline, the colour
 # modality is the synthetic street digits, not SVHN, so even the levels are not comparable with the paper. The
-# row `[style 4: svhn]` is the MoPoE with a private latent for the colour digits: chapter 6 shows why a shared code
-# alone cannot draw them from MNIST or text.
+# rows `[style 4: svhn]` are the three models with a private latent for the colour digits: chapter 6 shows why a
+# shared code alone cannot draw them from MNIST or text.
 
 # %%
 mst = summary[(summary.dataset == "mnist-svhn-text") & (summary.metric == "coherence")]
