@@ -400,10 +400,10 @@ FAST_RECIPE: dict[str, Any] = {**CPU_RECIPE, "optimal_scale": True, "lr": 3e-3, 
 FAST_MVAE_RECIPE: dict[str, Any] = {**CPU_RECIPE, "lr": 3e-3, "adam_beta2": 0.99}
 #: FAST training length per model (epochs of the 6k FAST tuples, 93 steps each): the MoPoE gets the most (4,185
 #: steps, under 5 minutes on two CPU cores), so that the book's own MoPoE learns the digit (coherence about 0.5
-#: from one input) within the whole book's 15-minute budget. The MoPoE is evaluated three times during training
-#: (a curve for chapter 2), the others, at chance after their 558 steps, once at the end.
+#: from one input) within the whole book's 15-minute budget.
 FAST_EPOCHS: dict[str, int] = {"mopoe": 45, "mvae": 6, "mmvae": 6}
-#: How many times each FAST model is evaluated during training (evenly spaced; the last at its final epoch).
+#: How many times each FAST model is evaluated during training (evenly spaced; the last at its final epoch): the
+#: MoPoE three times (a curve for chapter 2), the others, at chance after their 558 steps, once at the end.
 FAST_EVALUATIONS: dict[str, int] = {"mopoe": 3, "mvae": 1, "mmvae": 1}
 
 

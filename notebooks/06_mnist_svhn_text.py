@@ -158,13 +158,23 @@ OPTIONS = SuiteOptions(test_samples=2000, probe_train=500, likelihood_points=200
 tables = {}
 for name, run in runs.items():
     tables[name] = read_tables(evaluated(run.folder, OPTIONS, progress=False))[1]
-per_target = pd.DataFrame([{"model": name, **row} for name, t in tables.items() for row in t["coherence"]
-                           if not row["in_subset"]])
-display(per_target.pivot_table(index=["subset", "target"], columns="model", values="coherence")[list(MODELS)]
-        .round(3))
-by_inputs = pd.DataFrame({name: {int(r["num_inputs"]): float(r["value"]) for r in t["summary"]
-                                 if r["metric"] == "coherence"} for name, t in tables.items()})[list(MODELS)]
-by_inputs.index.name = "inputs"
+
+
+def per_target(names):
+    """Coherence of each modality generated from a subset without it: one row per (subset, target), one column
+    per model in ``names``."""
+    rows = [{"model": name, **row} for name in names for row in tables[name]["coherence"] if not row["in_subset"]]
+    return pd.DataFrame(rows).pivot_table(index=["subset", "target"], columns="model", values="coherence")[names]
+
+
+def coherence_by_inputs(names):
+    """Mean coherence by number of inputs (the summary table's), one column per model in ``names``."""
+    return pd.DataFrame({name: {int(r["num_inputs"]): float(r["value"]) for r in tables[name]["summary"]
+                                if r["metric"] == "coherence"} for name in names}).rename_axis("inputs")
+
+
+display(per_target(list(MODELS)).round(3))
+by_inputs = coherence_by_inputs(list(MODELS))
 ax = by_inputs.plot.bar(figsize=(6, 3.2), ylim=(0, 1), ylabel="coherence", title="mean coherence by number of inputs",
                         rot=0)
 ax.axhline(0.1, color="0.5", linestyle=":")
@@ -264,12 +274,8 @@ for r, ((name, run), m) in enumerate([(item, m) for m in (0, 2) for item in show
 fig.suptitle("colour digits generated from MNIST or text; true digits " + " ".join(str(int(y)) for y in show.label))
 plt.show()
 both = [name for m in MODELS for name in (m, f"{m}, colour style")]
-rows = [{"model": name, "inputs": row["subset"], "target": row["target"], "coherence": row["coherence"]}
-        for name, t in tables.items() for row in t["coherence"] if not row["in_subset"]]
-display(pd.DataFrame(rows).pivot_table(index=["inputs", "target"], columns="model", values="coherence")[both]
-        .round(3))
-pd.DataFrame({name: {int(r["num_inputs"]): float(r["value"]) for r in tables[name]["summary"]
-                     if r["metric"] == "coherence"} for name in both}).rename_axis("inputs").round(3)
+display(per_target(both).round(3))
+coherence_by_inputs(both).round(3)
 
 # %% [markdown]
 # With the private latent the MoPoE and the MMVAE draw the digit in some colours (the figure fixes the random
