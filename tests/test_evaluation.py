@@ -178,22 +178,32 @@ def test_classifiers_learn_and_round_trip_with_checksums(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluation_cli_writes_tidy_tables(tmp_path, capsys):
+def test_evaluation_cli_writes_tidy_tables(tmp_path, capsys, monkeypatch):
     import csv
 
     from mopoe_lib.config import get_config
     from mopoe_lib.evaluation.__main__ import main
     from mopoe_lib.evaluation.suite import TABLES, read_tables
+    from mopoe_lib.sampler import AggregatePosterior
     from mopoe_lib.train import train
 
     config = get_config("polymnist-fast-mmvae", train_subset=256, batch_size=64, latent_dim=8, epochs=1,
-                        eval_samples=64)
+                        eval_samples=64, eval_coherence=0)
     train(config, tmp_path / "run", progress=False)
+    fitted_to, fit = [], AggregatePosterior.fit.__func__
+
+    def spy(cls, model, data, *args, **kwargs):
+        mixture = fit(cls, model, data, *args, **kwargs)
+        fitted_to.append(kwargs["num_tuples"])
+        return mixture
+
+    monkeypatch.setattr(AggregatePosterior, "fit", classmethod(spy))
     out = tmp_path / "tables"
     assert main([str(tmp_path / "run"), "--test-samples", "40", "--probe-train", "60", "--likelihood-points", "6",
-                 "--likelihood-samples", "8", "--out", str(out), "--no-progress"]) == 0
+                 "--likelihood-samples", "8", "--density-tuples", "120", "--out", str(out), "--no-progress"]) == 0
     meta, tables = read_tables(out)
     assert meta["config"]["objective"] == "mmvae" and meta["options"]["likelihood_samples"] == 8
+    assert meta["options"]["density_tuples"] == 120 and fitted_to == [120]
     assert meta["date"].endswith("UTC") and meta["progress"]["epoch"] == 1
     assert set(tables) == set(TABLES)
     assert len(tables["coherence"]) == 31 * 5 and len(tables["latent_probe"]) == 31

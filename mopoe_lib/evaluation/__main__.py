@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-train", type=int, default=defaults.probe_train)
     parser.add_argument("--likelihood-points", type=int, default=defaults.likelihood_points)
     parser.add_argument("--likelihood-samples", type=int, default=defaults.likelihood_samples, help="K")
+    parser.add_argument("--density-tuples", type=int, default=defaults.density_tuples,
+                        help="training tuples the aggregate-posterior mixture is fitted to")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-progress", action="store_true")
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         options = SuiteOptions(args.test_samples, args.probe_train, args.likelihood_points, args.likelihood_samples,
-                               args.seed)
+                               args.seed, args.density_tuples)
         out = evaluate_run(args.source, options, args.out, progress=not args.no_progress)
         for row in read_tables(out)[1]["summary"]:
             print(f"{row['metric']:24s} inputs={row['num_inputs']}  {row['value']:.4g}")

@@ -48,9 +48,12 @@ class SuiteOptions:
     likelihood_points: int = 500
     likelihood_samples: int = 250
     seed: int = 0
+    #: training tuples whose joint posterior means the aggregate-posterior mixture is fitted to (the unconditional
+    #: samples of random coherence and the Frechet distance); the fit's time grows with it
+    density_tuples: int = 5000
 
     def __post_init__(self) -> None:
-        for name in ("test_samples", "probe_train", "likelihood_points", "likelihood_samples"):
+        for name in ("test_samples", "probe_train", "likelihood_points", "likelihood_samples", "density_tuples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
@@ -108,7 +111,7 @@ def evaluate_model(model: MultimodalVAE, joint_subsets: Tensor, classifiers: Mod
     coherence = judged.pop("shipped")
     probes = latent_probe(model, train, test, num_train=options.probe_train, seed=options.seed)
     # the feature-space distance needs the judges' features (PolyMNIST's classifiers have them)
-    sampler = AggregatePosterior.fit(model, train, seed=options.seed)
+    sampler = AggregatePosterior.fit(model, train, num_tuples=options.density_tuples, seed=options.seed)
     frechet = frechet_classifier_distance(model, classifiers, test, seed=options.seed, progress=progress,
                                           sampler=sampler) if hasattr(classifiers, "embed") else []
     points = test.subset(torch.arange(min(options.likelihood_points, len(test))))
