@@ -179,8 +179,10 @@ for name, run in own.items():
 #
 # **What to expect from these FAST runs.** The MoPoE should have learned the digit: in a run of this chapter on two
 # CPU cores (an AMD EPYC) it reached 0.50 / 0.65 / 0.73 / 0.77 from one to four inputs, rising with the number of
-# inputs as the paper's does (another seed: 0.51 / 0.68 / 0.76 / 0.81). The MVAE and the MMVAE, at 558 steps, are
-# still at or near chance (in that run 0.12 / 0.14 / 0.16 / 0.17 for the MVAE, 0.11 for the MMVAE): in the
+# inputs as the paper's does (another seed: 0.51 / 0.68 / 0.76 / 0.81); on two cores of an Intel Xeon the same
+# seed read 0.45 / 0.60 / 0.69 / 0.73. The same seed gives other numbers on another machine or number of threads
+# (the sums inside each convolution are added in another order, and 4,185 steps amplify the rounding), so expect
+# 0.45-0.52 from one input. The MVAE and the MMVAE, at 558 steps, are still at or near chance (in the EPYC run 0.12 / 0.14 / 0.16 / 0.17 for the MVAE, 0.11 for the MMVAE): in the
 # measurements above (Adam's beta2 at 0.999) the MVAE with its FAST recipe leaves chance after about 900 steps and
 # reaches 0.24-0.26 from one input and 0.50-0.52 from four after 2,500 (two seeds), the MMVAE leaves it after about
 # 2,000 steps and reaches 0.25 at every number of inputs after 4,000. Six epochs show that they train; to see the
