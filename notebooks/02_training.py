@@ -179,20 +179,20 @@ for name, run in own.items():
 #
 # **What to expect from these FAST runs.** The MoPoE should have learned the digit: in a run of this chapter on two
 # CPU cores (an AMD EPYC) it reached 0.50 / 0.65 / 0.73 / 0.77 from one to four inputs, rising with the number of
-# inputs as the paper's does (another seed: 0.51 / 0.68 / 0.76 / 0.81); on two cores of an Intel Xeon the same
-# seed read 0.45 / 0.60 / 0.69 / 0.73. The same seed gives other numbers on another machine or number of threads
-# (the sums inside each convolution are added in another order, and 4,185 steps amplify the rounding), so expect
-# 0.45-0.52 from one input. The MVAE and the MMVAE, at 558 steps, are still at or near chance (in the EPYC run 0.12 / 0.14 / 0.16 / 0.17 for the MVAE, 0.11 for the MMVAE): in the
-# measurements above (Adam's beta2 at 0.999) the MVAE with its FAST recipe leaves chance after about 900 steps and
-# reaches 0.24-0.26 from one input and 0.50-0.52 from four after 2,500 (two seeds), the MMVAE leaves it after about
-# 2,000 steps and reaches 0.25 at every number of inputs after 4,000. Six epochs show that they train; to see the
-# digit enter them, train them longer from the command line, for example `python -m mopoe_lib.train
-# polymnist-fast-mmvae --set epochs=45` (about 4,200 steps). A weaker KL term speeds both up once they leave
-# chance: with `--set beta=1.0` instead of the paper's 2.5, after 2,790 steps (one seed, beta2 0.99) the MMVAE read
-# 0.26 from one input instead of 0.19 and the MVAE 0.31 instead of 0.26 (0.59 instead of 0.52 from four), while
-# at 558 steps both were at chance either way. The book keeps beta 2.5 so that the three models are compared under
-# the paper's objective. The shipped models below, trained on the full data, show the paper's picture for all
-# three.
+# inputs as the paper's does (another seed: 0.51 / 0.68 / 0.76 / 0.81); on two cores of an Intel Xeon the same seed
+# read 0.45 / 0.60 / 0.69 / 0.73. The same seed gives other numbers on another machine or number of threads (the sums
+# inside each convolution are added in another order, and 4,185 steps amplify the rounding), so expect 0.45-0.52 from
+# one input. The MVAE and the MMVAE, at 558 steps, are still at or near chance (in the EPYC run 0.12 / 0.14 / 0.16 /
+# 0.17 for the MVAE, 0.11 for the MMVAE): in the measurements above (Adam's beta2 at 0.999) the MVAE with its FAST
+# recipe leaves chance after about 900 steps and reaches 0.24-0.26 from one input and 0.50-0.52 from four after 2,500
+# (two seeds), the MMVAE leaves it after about 2,000 steps and reaches 0.25 at every number of inputs after 4,000. Six
+# epochs show that they train; to see the digit enter them, train them longer from the command line, for example
+# `python -m mopoe_lib.train polymnist-fast-mmvae --set epochs=45` (about 4,200 steps). A weaker KL term speeds both
+# up once they leave chance: with `--set beta=1.0` instead of the paper's 2.5, after 2,790 steps (one seed, beta2
+# 0.99) the MMVAE read 0.26 from one input instead of 0.19 and the MVAE 0.31 instead of 0.26 (0.59 instead of 0.52
+# from four), while at 558 steps both were at chance either way. The book keeps beta 2.5 so that the three models are
+# compared under the paper's objective. The shipped models below, trained on the full data, show the paper's picture
+# for all three.
 
 # %% [markdown]
 # ## 4. Coherence against training time
