@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
-        options = SuiteOptions(args.test_samples, args.probe_train, args.likelihood_points, args.likelihood_samples,
-                               args.seed, args.density_tuples)
+        options = SuiteOptions(test_samples=args.test_samples, probe_train=args.probe_train,
+                               likelihood_points=args.likelihood_points, likelihood_samples=args.likelihood_samples,
+                               seed=args.seed, density_tuples=args.density_tuples)
         out = evaluate_run(args.source, options, args.out, progress=not args.no_progress)
         for row in read_tables(out)[1]["summary"]:
             print(f"{row['metric']:24s} inputs={row['num_inputs']}  {row['value']:.4g}")
